@@ -44,3 +44,50 @@ def smollm2_dir() -> Path:
         return import_smollm2()
     except SlamError as e:
         pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 API server (moto, server mode) on 127.0.0.1 for this test session.
+
+    Yields its endpoint URL; AWS_* env vars point at it (set before any Ray/boto3 client starts).
+    """
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": endpoint, "MLFLOW_S3_ENDPOINT_URL": endpoint}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    from slam import storage
+
+    storage.reset_client()
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        storage.reset_client()
+
+
+@pytest.fixture()
+def s3_bucket(s3_server):
+    """A fresh bucket on the session's S3 server; yields 's3://<bucket>'."""
+    import uuid
+
+    from slam import storage
+
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    storage.s3_client().create_bucket(Bucket=name)
+    return f"s3://{name}"
