@@ -15,6 +15,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+pytest_plugins = ["services"]  # real MLflow server fixtures (mlflow_server, mlflow_uri)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SLAM_SHARED_DATA", REPO.parent / "shared" / "data"))
 
