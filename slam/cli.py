@@ -22,6 +22,8 @@ from slam.errors import SlamError
 COMMAND_MODULES = [
     "slam.commands.models",
     "slam.commands.plan",
+    "slam.commands.probe",
+    "slam.commands.evaluate",
     "slam.commands.register",
     "slam.commands.runs",
 ]

@@ -1,0 +1,269 @@
+"""Per-language accuracy of a causal LM on multilingual math word problems (MGSM, MSVAMP, synthetic).
+
+    from slam import evaluate, tasks
+    records = tasks.get("mgsm").load("../shared/data/mgsm", langs=["en", "de"], limit=50)
+    report = evaluate.evaluate_model(model, tok, records, max_new_tokens=600)
+    evaluate.write_report(report, "runs/eval-base")          # eval.json, eval.png, eval.md (or s3://...)
+    print(evaluate.compare_table(base_report, tuned_report))
+
+Protocol (MathOctopus/QAlign, which SLAM reports with): Alpaca prompt without a CoT trigger, greedy
+decoding, answer = last number of the completion (slam.tasks.extract_number), accuracy per language,
+average = plain mean over languages. English is reported on its own as the forgetting guard.
+
+Generation is batched with a KV cache and LEFT padding, so every prompt ends at the same position and
+the first new token of every row is predicted from its own last prompt token. Prompts are sorted by
+length so a batch wastes little on padding.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from slam.errors import SlamError
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_model(model: Any, tokenizer: Any, records: Sequence[Any], *, batch_size: int = 16,
+                   max_new_tokens: int = 160, template: str = "alpaca", progress: bool = True,
+                   extract: Callable[[str], float | None] | None = None) -> dict:
+    """Generate an answer for every record and score it against `record.gold`, per language.
+
+    `records` are slam.data.records.Record (anything with id, lang, question, gold works). `extract`
+    turns a completion into a number (default: slam.tasks.extract_number, the shared protocol).
+    """
+    from slam.tasks import extract_number, is_correct
+
+    extract = extract or extract_number
+    _validate(records, batch_size, max_new_tokens, template)
+    t0 = time.perf_counter()
+    completions, new_tokens = generate(model, tokenizer, [r.question for r in records], batch_size=batch_size,
+                                       max_new_tokens=max_new_tokens, template=template, progress=progress)
+    seconds = time.perf_counter() - t0
+
+    samples = []
+    for r, text in zip(records, completions):
+        pred = extract(text)
+        samples.append({"id": r.id, "lang": r.lang, "question": r.question, "completion": text,
+                        "pred": pred, "gold": r.gold, "correct": is_correct(pred, r.gold)})
+    report = summarize(samples)
+    report["meta"] = {"template": template, "max_new_tokens": max_new_tokens, "batch_size": batch_size,
+                      "questions": len(records), "new_tokens": new_tokens, "seconds": round(seconds, 3),
+                      "questions_per_s": round(len(records) / seconds, 3) if seconds > 0 else None}
+    return report
+
+
+def default_data_dir(task: str) -> str:
+    """Where a benchmark's files live when no --data is given: $SLAM_SHARED_DATA/<task>, else the
+    shared data folder next to the repository (../shared/data/<task>)."""
+    import os
+    from pathlib import Path
+
+    if task == "synthetic":
+        raise SlamError("task 'synthetic' needs --data: a `slam data synth` output dir holding test.jsonl")
+    root = os.environ.get("SLAM_SHARED_DATA") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
+    return str(Path(root) / task)
+
+
+def evaluate_task(model: Any, tokenizer: Any, task: str, data: str = "", *, langs: list[str] | None = None,
+                  limit: int | None = None, batch_size: int = 16, max_new_tokens: int = 0,
+                  template: str = "alpaca", progress: bool = True) -> dict:
+    """Load a benchmark (slam.tasks) and evaluate on it; max_new_tokens 0 = the task's protocol value."""
+    from slam import tasks
+
+    mod = tasks.get(task)
+    records = mod.load(data or default_data_dir(task), langs=langs or None, limit=limit)
+    report = evaluate_model(model, tokenizer, records, batch_size=batch_size,
+                            max_new_tokens=max_new_tokens or mod.MAX_NEW_TOKENS, template=template,
+                            progress=progress, extract=mod.extract_answer)
+    report["meta"].update({"task": task, "data": data or default_data_dir(task), "limit": limit})
+    return report
+
+
+def _validate(records: Sequence[Any], batch_size: int, max_new_tokens: int, template: str) -> None:
+    problems = []
+    if not records:
+        problems.append("no questions to evaluate (empty task, or --langs/--limit selected nothing)")
+    no_gold = [r.id for r in records if getattr(r, "gold", None) is None]
+    if no_gold:
+        problems.append(f"{len(no_gold)} question(s) have no gold answer (first: {no_gold[0]})")
+    if batch_size < 1:
+        problems.append(f"batch_size must be >= 1, got {batch_size}")
+    if max_new_tokens < 1:
+        problems.append(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if template not in ("alpaca", "chat"):
+        problems.append(f"unknown prompt template {template!r} (alpaca or chat)")
+    if problems:
+        raise SlamError("; ".join(problems))
+
+
+def generate(model: Any, tokenizer: Any, instructions: Sequence[str], *, batch_size: int = 16,
+             max_new_tokens: int = 160, template: str = "alpaca", progress: bool = False) -> tuple[list[str], int]:
+    """Greedy completions (in input order) for `instructions` wrapped in `template`; also the number
+    of tokens generated (EOS included, padding after EOS not)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from slam.prompts import encode_prompt
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad_id is None:
+        raise SlamError("tokenizer has neither a pad nor an EOS token; cannot batch generation")
+    eos_ids = _eos_ids(model, tokenizer)
+    prompts = [encode_prompt(tokenizer, q, template) for q in instructions]
+    # Longest first: similar lengths share a batch, and an out-of-memory shows up on the first batch.
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    device = next(model.parameters()).device
+    out: list[str] = [""] * len(prompts)
+    total_new = 0
+    was_training = model.training
+    model.eval()
+    bar = tqdm(total=len(prompts), desc="evaluate", unit="q", disable=not progress)
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            width = max(len(prompts[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):  # left padding
+                ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
+                mask[row, width - len(prompts[i]):] = 1
+            with torch.inference_mode():
+                gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                                     max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_ids,
+                                     use_cache=True, temperature=None, top_p=None, top_k=None)
+            for row, i in enumerate(idx):
+                new = gen[row, width:].tolist()
+                stop = next((k for k, t in enumerate(new) if t in eos_ids), None)
+                total_new += len(new) if stop is None else stop + 1
+                # the EOS itself is not text (and may not be flagged special, e.g. a chat end-of-turn)
+                out[i] = tokenizer.decode(new[:stop], skip_special_tokens=True).strip()
+            bar.update(len(idx))
+    finally:
+        bar.close()
+        model.train(was_training)
+    return out, total_new
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every token that ends an answer: the tokenizer's EOS plus the model's (chat models often have
+    an end-of-turn token besides end-of-text)."""
+    ids: list[int] = []
+    for v in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        for t in (v if isinstance(v, (list, tuple)) else [v]):
+            if t is not None and t not in ids:
+                ids.append(int(t))
+    if not ids:
+        raise SlamError("neither the tokenizer nor the model defines an EOS token; generation would never stop")
+    return ids
+
+
+def summarize(samples: list[dict]) -> dict:
+    """Per-language accuracy, the plain mean over languages, the mean without English, and English."""
+    per_lang: dict[str, dict] = {}
+    for s in samples:
+        d = per_lang.setdefault(s["lang"], {"accuracy": 0.0, "correct": 0, "total": 0})
+        d["total"] += 1
+        d["correct"] += int(s["correct"])
+    for d in per_lang.values():
+        d["accuracy"] = d["correct"] / d["total"]
+    per_lang = dict(sorted(per_lang.items(), key=lambda kv: (kv[0] != "en", kv[0])))
+    accs = [d["accuracy"] for d in per_lang.values()]
+    non_en = [d["accuracy"] for lang, d in per_lang.items() if lang != "en"]
+    return {
+        "per_lang": per_lang,
+        "average": sum(accs) / len(accs) if accs else None,
+        "average_non_en": sum(non_en) / len(non_en) if non_en else None,
+        "english": per_lang["en"]["accuracy"] if "en" in per_lang else None,
+        "samples": samples,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Reports
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}"
+
+
+def markdown_table(report: dict) -> str:
+    """| lang | accuracy | correct | total | rows, then the averages (accuracy in percent)."""
+    lines = ["| lang | accuracy (%) | correct | total |", "|---|---:|---:|---:|"]
+    for lang, d in report["per_lang"].items():
+        lines.append(f"| {lang} | {_pct(d['accuracy'])} | {d['correct']} | {d['total']} |")
+    lines.append(f"| **average** | {_pct(report['average'])} | | |")
+    lines.append(f"| average non-en | {_pct(report['average_non_en'])} | | |")
+    return "\n".join(lines)
+
+
+def compare_table(base_report: dict, tuned_report: dict, names: tuple[str, str] = ("base", "tuned")) -> str:
+    """Markdown table of base vs tuned accuracy per language (percent) with the difference in points."""
+    langs = list(dict.fromkeys([*base_report["per_lang"], *tuned_report["per_lang"]]))
+
+    def acc(rep: dict, lang: str) -> float | None:
+        d = rep["per_lang"].get(lang)
+        return None if d is None else d["accuracy"]
+
+    def row(label: str, a: float | None, b: float | None) -> str:
+        delta = "—" if a is None or b is None else f"{100 * (b - a):+.1f}"
+        return f"| {label} | {_pct(a)} | {_pct(b)} | {delta} |"
+
+    lines = [f"| lang | {names[0]} (%) | {names[1]} (%) | Δ (points) |", "|---|---:|---:|---:|"]
+    lines += [row(lang, acc(base_report, lang), acc(tuned_report, lang)) for lang in langs]
+    lines.append(row("**average**", base_report["average"], tuned_report["average"]))
+    lines.append(row("average non-en", base_report["average_non_en"], tuned_report["average_non_en"]))
+    return "\n".join(lines)
+
+
+def _bar_chart_png(report: dict, title: str) -> bytes:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    langs = list(report["per_lang"])
+    accs = [100 * report["per_lang"][lang]["accuracy"] for lang in langs]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(langs) + 2), 3.5))
+    bars = ax.bar(langs, accs, color=["#d62728" if lang == "en" else "#1f77b4" for lang in langs])
+    ax.bar_label(bars, fmt="%.0f", fontsize=8)
+    if report["average"] is not None:
+        ax.axhline(100 * report["average"], color="gray", linestyle="--", linewidth=1,
+                   label=f"average {100 * report['average']:.1f}")
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_report(report: dict, out_uri: str, title: str = "") -> dict[str, str]:
+    """Write eval.md, eval.png and (last, so its presence means the set is complete) eval.json under
+    `out_uri` (a local dir or s3:// prefix). Each file is written atomically. Returns name -> URI."""
+    from slam import storage
+
+    meta = report.get("meta", {})
+    title = title or f"{meta.get('task', 'eval')} — per-language accuracy (%)"
+    md = (f"# {title}\n\n{markdown_table(report)}\n\n"
+          f"{len(report['samples'])} questions, template `{meta.get('template', '?')}`, "
+          f"max_new_tokens {meta.get('max_new_tokens', '?')}, greedy.\n")
+    wrong = [s for s in report["samples"] if not s["correct"]][:3]
+    if wrong:
+        md += "\n## Sample mistakes\n"
+        for s in wrong:
+            md += f"\n- `{s['id']}` ({s['lang']}): gold {s['gold']}, predicted {s['pred']}\n"
+    uris = {"md": storage.join(out_uri, "eval.md"), "png": storage.join(out_uri, "eval.png"),
+            "json": storage.join(out_uri, "eval.json")}
+    storage.write_text(uris["md"], md)
+    storage.write_bytes(uris["png"], _bar_chart_png(report, title))
+    storage.write_json(uris["json"], report)
+    return uris
