@@ -22,10 +22,12 @@ from slam.errors import SlamError
 COMMAND_MODULES = [
     "slam.commands.models",
     "slam.commands.plan",
+    "slam.commands.data",
     "slam.commands.probe",
     "slam.commands.evaluate",
     "slam.commands.register",
     "slam.commands.runs",
+    "slam.commands.pipeline",
 ]
 
 

@@ -1,0 +1,37 @@
+"""KFP component: register the SLAM delta in the MLflow registry (idempotent), gate the alias on eval.
+
+    python -c "from components import register_model"   # used by pipeline/pipeline.py
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Markdown, Model, Output
+
+from components.image import COMPONENT_KW
+
+
+@dsl.component(**COMPONENT_KW)
+def register_model(
+    base_model: str,
+    delta: Input[Model],
+    probe: Input[Artifact],
+    slam_eval: Input[Artifact],
+    base_eval: Input[Artifact],
+    registry_name: str,
+    mlflow_uri: str,
+    experiment: str,
+    card: Output[Markdown],
+) -> NamedTuple("Registered", version=str, alias=str):
+    """Returns the model version and the alias it got (empty when the promotion gate said no)."""
+    from collections import namedtuple
+
+    from slam import steps
+
+    result = steps.register_model(base_model=base_model, delta_uri=steps.read_pointer(delta),
+                                  probe_uri=steps.read_pointer(probe), slam_eval_uri=steps.read_pointer(slam_eval),
+                                  base_eval_uri=steps.read_pointer(base_eval), registry_name=registry_name,
+                                  mlflow_uri=mlflow_uri, experiment=experiment)
+    steps.publish(result, None, markdown=card)
+    out = namedtuple("Registered", ["version", "alias"])
+    return out(str(result["outputs"]["version"]), str(result["outputs"]["alias"]))

@@ -1,0 +1,35 @@
+"""KFP component: SLAM fine-tuning (Ray Train + DeepSpeed) of the top-k probed layers' FFNs.
+
+    python -c "from components import train_slam"   # used by pipeline/pipeline.py
+"""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from components.image import COMPONENT_KW
+
+
+@dsl.component(**COMPONENT_KW)
+def train_slam(
+    base_model: str,
+    dataset: Input[Dataset],
+    probe: Input[Artifact],
+    top_k: int,
+    preset: str,
+    overrides: str,
+    launcher: str,
+    storage: str,
+    mlflow_uri: str,
+    experiment: str,
+    delta: Output[Model],
+    metrics: Output[Metrics],
+) -> str:
+    """Returns the trained layers as "i,j,k"; `delta` points at the delta (never the weights themselves)."""
+    from slam import steps
+
+    result = steps.train_slam(storage=storage, base_model=base_model, data_uri=steps.read_pointer(dataset),
+                              probe_uri=steps.read_pointer(probe), top_k=top_k, preset=preset,
+                              overrides=overrides, launcher=launcher, mlflow_uri=mlflow_uri,
+                              experiment=experiment)
+    steps.publish(result, delta, metrics=metrics)
+    return result["outputs"]["layers"]

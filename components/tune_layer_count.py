@@ -1,0 +1,36 @@
+"""KFP component: Ray Tune search over how many probed layers to tune (k); returns the best k.
+
+    python -c "from components import tune_layer_count"   # used by pipeline/pipeline.py
+"""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Output
+
+from components.image import COMPONENT_KW
+
+
+@dsl.component(**COMPONENT_KW)
+def tune_layer_count(
+    base_model: str,
+    dataset: Input[Dataset],
+    probe: Input[Artifact],
+    k_grid: str,
+    preset: str,
+    overrides: str,
+    launcher: str,
+    storage: str,
+    mlflow_uri: str,
+    experiment: str,
+    results: Output[Artifact],
+    metrics: Output[Metrics],
+    summary: Output[Markdown],
+) -> int:
+    """launcher = local (in-process Ray) | kuberay (a RayJob on the cluster); both write under `storage`."""
+    from slam import steps
+
+    result = steps.tune_layer_count(storage=storage, base_model=base_model, data_uri=steps.read_pointer(dataset),
+                                    probe_uri=steps.read_pointer(probe), k_grid=k_grid, preset=preset,
+                                    overrides=overrides, launcher=launcher, mlflow_uri=mlflow_uri,
+                                    experiment=experiment)
+    steps.publish(result, results, metrics=metrics, markdown=summary)
+    return int(result["outputs"]["best_k"])

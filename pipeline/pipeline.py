@@ -1,0 +1,134 @@
+"""The SLAM DAG: prepare data -> probe -> tune k -> train -> evaluate (base, SLAM) -> register.
+
+    slam pipeline compile --out pipeline.yaml [--gpu] [--node-selector pool=gpu] [--toleration nvidia.com/gpu]
+    python -m pipeline.cli compile --out pipeline.yaml        # the same, without the slam CLI
+
+Wiring and resources only: every step's logic is one call into `slam.steps` (see components/).
+Compile-time options (GPU, node placement, secrets) are `CompileOptions`; run-time knobs are pipeline
+parameters. Resource/retry/secret settings are ignored by kfp.local (the demo) and honoured on a cluster.
+"""
+
+# no `from __future__ import annotations`: kfp reads the pipeline's annotations as real types
+from dataclasses import dataclass, field
+
+from kfp import dsl, kubernetes
+
+from components import evaluate, prepare_data, probe_layers, register_model, train_slam, tune_layer_count
+
+PIPELINE_NAME = "slam"
+# S3 credentials for every step come from this Secret (keys = env var names); never pipeline parameters.
+S3_SECRET_KEYS = {k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")}
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    gpu: bool = False
+    """Request GPUs for tune/train/evaluate (set_accelerator_type/limit)."""
+    gpu_type: str = "nvidia.com/gpu"
+    gpus: int = 1
+    node_selector: dict[str, str] = field(default_factory=dict)
+    """Node labels the heavy steps must run on (e.g. {"pool": "gpu"})."""
+    tolerations: list[str] = field(default_factory=list)
+    """Taint keys the heavy steps tolerate (operator Exists, effect NoSchedule)."""
+    s3_secret: str = "slam-s3"
+    """Secret whose AWS_* keys become env vars in every step; empty = none (local/IRSA)."""
+    mlflow_secret: str = ""
+    """Optional Secret with MLFLOW_TRACKING_USERNAME/PASSWORD for an authenticated MLflow."""
+    cpu_limit: str = "4"
+    memory_limit: str = "32G"
+
+
+def _common(task: dsl.PipelineTask, opts: CompileOptions, name: str) -> dsl.PipelineTask:
+    task.set_display_name(name)
+    if opts.s3_secret:
+        kubernetes.use_secret_as_env(task, secret_name=opts.s3_secret, secret_key_to_env=S3_SECRET_KEYS,
+                                     optional=True)
+    if opts.mlflow_secret:
+        kubernetes.use_secret_as_env(task, secret_name=opts.mlflow_secret, optional=True, secret_key_to_env={
+            "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
+            "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"})
+    return task
+
+
+def _heavy(task: dsl.PipelineTask, opts: CompileOptions) -> dsl.PipelineTask:
+    """Model-running steps: CPU/memory, optional GPU, and the GPU nodes' selector/tolerations."""
+    task.set_cpu_limit(opts.cpu_limit).set_memory_limit(opts.memory_limit)
+    if opts.gpu:
+        task.set_accelerator_type(opts.gpu_type).set_accelerator_limit(opts.gpus)
+    for key, value in opts.node_selector.items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    for key in opts.tolerations:
+        kubernetes.add_toleration(task, key=key, operator="Exists", effect="NoSchedule")
+    return task
+
+
+def build_pipeline(opts: CompileOptions | None = None):
+    """The pipeline function for these compile-time options (what `kfp.compiler` or `kfp.local` take)."""
+    opts = opts or CompileOptions()
+
+    @dsl.pipeline(name=PIPELINE_NAME,
+                  description="SLAM: probe language layers, tune k, fine-tune their FFNs, evaluate, register.")
+    def slam_pipeline(
+        base_model: str = "pypi:smollm2",
+        languages: str = "en,de,fr,es,sw,th,zh",
+        train_data: str = "",
+        synth_problems: int = 400,
+        synth_seed: int = 0,
+        probe_method: str = "msd",
+        probe_top_k: int = 6,
+        probe_selection: str = "top-k",
+        probe_questions: int = 32,
+        k_grid: str = "2,4,6",
+        preset: str = "",
+        train_overrides: str = "",
+        tune_overrides: str = "",
+        launcher: str = "local",
+        storage: str = "s3://slam/runs",
+        mlflow_uri: str = "",
+        experiment: str = "slam",
+        registry_name: str = "slam",
+        eval_tasks: str = "synthetic",
+        eval_limit: int = 0,
+        eval_max_new_tokens: int = 0,
+    ) -> str:
+        data = _common(prepare_data(languages=languages, train_data=train_data, synth_problems=synth_problems,
+                                    synth_seed=synth_seed, storage=storage), opts, "prepare data")
+        probe = _heavy(_common(probe_layers(
+            base_model=base_model, dataset=data.outputs["dataset"], languages=languages, method=probe_method,
+            top_k=probe_top_k, selection=probe_selection, max_questions=probe_questions, storage=storage,
+        ), opts, "probe layers"), opts)
+        tune = _heavy(_common(tune_layer_count(
+            base_model=base_model, dataset=data.outputs["dataset"], probe=probe.outputs["probe"], k_grid=k_grid,
+            preset=preset, overrides=tune_overrides, launcher=launcher, storage=storage, mlflow_uri=mlflow_uri,
+            experiment=experiment,
+        ), opts, "tune layer count (Ray Tune)"), opts)
+        train = _heavy(_common(train_slam(
+            base_model=base_model, dataset=data.outputs["dataset"], probe=probe.outputs["probe"],
+            top_k=tune.outputs["Output"], preset=preset, overrides=train_overrides, launcher=launcher,
+            storage=storage, mlflow_uri=mlflow_uri, experiment=experiment,
+        ), opts, "train SLAM (Ray Train + DeepSpeed)"), opts)
+        eval_kw = dict(base_model=base_model, dataset=data.outputs["dataset"], tasks=eval_tasks,
+                       languages=languages, limit=eval_limit, max_new_tokens=eval_max_new_tokens, storage=storage,
+                       mlflow_uri=mlflow_uri, experiment=experiment)
+        base_eval = _heavy(_common(evaluate(label="base", **eval_kw), opts, "evaluate base"), opts)
+        slam_eval = _heavy(_common(evaluate(label="slam", delta=train.outputs["delta"], **eval_kw), opts,
+                                   "evaluate SLAM"), opts)
+        register = _common(register_model(
+            base_model=base_model, delta=train.outputs["delta"], probe=probe.outputs["probe"],
+            slam_eval=slam_eval.outputs["report"], base_eval=base_eval.outputs["report"],
+            registry_name=registry_name, mlflow_uri=mlflow_uri, experiment=experiment,
+        ), opts, "register model")
+
+        # The launcher steps re-attach on retry (deterministic RayJob names); training is never cached:
+        # a cache hit would skip writing the delta a later step reads from storage.
+        for task in (tune, train):
+            task.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)
+            task.set_caching_options(False)
+        register.set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0)
+        register.set_caching_options(False)
+        return register.outputs["version"]
+
+    return slam_pipeline
+
+
+slam_pipeline = build_pipeline()

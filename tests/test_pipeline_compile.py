@@ -1,0 +1,139 @@
+"""The compiled pipeline is valid KFP IR: strict protobuf parse, round trip, resources/retries/secrets.
+
+    .venv/bin/python -m pytest -q tests/test_pipeline_compile.py
+"""
+
+import copy
+
+import pytest
+import yaml
+from google.protobuf import json_format
+
+STEPS = {"prepare-data", "probe-layers", "tune-layer-count", "train-slam", "evaluate", "evaluate-2",
+         "register-model"}
+HEAVY = {"probe-layers", "tune-layer-count", "train-slam", "evaluate", "evaluate-2"}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    from pipeline.cli import compile_pipeline
+    from pipeline.pipeline import CompileOptions
+
+    out = tmp_path_factory.mktemp("kfp") / "pipeline.yaml"
+    opts = CompileOptions(gpu=True, node_selector={"pool": "gpu"}, tolerations=["nvidia.com/gpu"],
+                          mlflow_secret="mlflow-auth")
+    compile_pipeline(out, opts)
+    return out, list(yaml.safe_load_all(out.read_text()))
+
+
+def test_compiled_yaml_parses_strictly_into_pipeline_and_platform_spec(compiled):
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    _, docs = compiled
+    assert len(docs) == 2
+    spec = json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec())
+    platform = json_format.ParseDict(docs[1], pipeline_spec_pb2.PlatformSpec())
+    assert spec.pipeline_info.name == "slam"
+    assert set(spec.root.dag.tasks) == STEPS
+    assert "kubernetes" in platform.platforms
+
+
+def test_strict_parse_rejects_an_unknown_field(compiled):
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    _, docs = compiled
+    bad = copy.deepcopy(docs[0])
+    bad["root"]["bogus"] = 1
+    with pytest.raises(json_format.ParseError, match="bogus"):
+        json_format.ParseDict(bad, pipeline_spec_pb2.PipelineSpec())
+
+
+def test_round_trip_through_load_component_from_file_and_recompile(compiled, tmp_path):
+    from kfp import compiler, dsl
+    from kfp.components import load_component_from_file
+
+    path, _ = compiled
+    comp = load_component_from_file(str(path))
+    assert {"languages", "storage", "launcher", "k_grid", "mlflow_uri", "registry_name"} <= set(comp.component_spec.inputs)
+
+    @dsl.pipeline(name="outer")
+    def outer(languages: str = "sw,th"):
+        comp(languages=languages, storage="s3://b/runs")
+
+    compiler.Compiler().compile(outer, str(tmp_path / "outer.yaml"))
+    assert "sw,th" in (tmp_path / "outer.yaml").read_text()
+
+
+def test_resources_retries_caching_and_secrets(compiled):
+    _, docs = compiled
+    tasks = docs[0]["root"]["dag"]["tasks"]
+    executors = docs[0]["deploymentSpec"]["executors"]
+    k8s = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name, task in tasks.items():
+        exe = task["componentRef"]["name"].replace("comp-", "exec-")
+        container = executors[exe]["container"]
+        assert container["image"].startswith("ghcr.io/slam-project/slam")
+        assert "pip install" not in " ".join(container["command"])  # install_kfp_package=False: no network
+        resources = container.get("resources", {})
+        assert (resources.get("accelerator", {}).get("resourceType") == "nvidia.com/gpu") == (name in HEAVY), name
+        secret_envs = {e["envVar"] for s in k8s[exe]["secretAsEnv"] for e in s["keyToEnv"]}
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD"} <= secret_envs, name
+        if name in HEAVY:
+            assert k8s[exe]["nodeSelector"]["labels"] == {"pool": "gpu"}
+            assert k8s[exe]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    for name in ("tune-layer-count", "train-slam", "register-model"):
+        assert tasks[name]["retryPolicy"]["maxRetryCount"] >= 2, name
+        assert not tasks[name]["cachingOptions"].get("enableCache"), name
+    assert tasks["train-slam"]["inputs"]["parameters"]["top_k"]["taskOutputParameter"]["producerTask"] == \
+        "tune-layer-count"
+
+
+def test_cpu_only_compile_requests_no_gpu(tmp_path):
+    from pipeline.cli import compile_pipeline
+    from pipeline.pipeline import CompileOptions
+
+    docs = list(yaml.safe_load_all(open(compile_pipeline(tmp_path / "p.yaml", CompileOptions(s3_secret="")))))
+    assert "accelerator" not in str(docs[0]["deploymentSpec"])
+    assert len(docs) == 1  # no kfp-kubernetes settings at all -> no PlatformSpec document
+
+
+@pytest.mark.parametrize("expr, error", [
+    ("0 0 3 * * 1", None),
+    ("0 */15 * * * *", None),
+    ("0 0 9 ? * 2-6", None),
+    ("0 3 * * 1", "KFP cron needs 6 fields (seconds first): did you mean '0 0 3 * * 1'?"),
+    ("0 3 * *", "KFP cron needs 6 fields"),
+    ("0 0 3 * * 1 2027", "got 7"),
+    ("0 0 3 * * $", "unexpected characters in day-of-week='$'"),
+])
+def test_cron_validation(expr, error):
+    from pipeline.cli import validate_cron
+    from slam.errors import SlamError
+
+    if error is None:
+        assert validate_cron(expr) == expr
+    else:
+        with pytest.raises(SlamError) as e:
+            validate_cron(expr)
+        assert error in str(e.value)
+
+
+def test_params_are_typed_and_problems_reported_together():
+    from pipeline.cli import parse_params
+    from slam.errors import SlamError
+
+    assert parse_params(["synth_problems=50", "k-grid=2,4"], languages="sw,th", storage=None) == \
+        {"synth_problems": 50, "k_grid": "2,4", "languages": "sw,th"}
+    with pytest.raises(SlamError) as e:
+        parse_params(["synth_problems=many", "nope=1", "junk"])
+    msg = str(e.value)
+    assert "expected an integer" in msg and "unknown pipeline parameter 'nope'" in msg and "'junk'" in msg
+
+
+def test_slam_cli_compile_and_cron_error(tmp_path, capsys):
+    from slam.cli import main
+
+    assert main(["pipeline", "compile", "--out", str(tmp_path / "p.yaml")]) == 0
+    assert (tmp_path / "p.yaml").exists()
+    assert main(["pipeline", "schedule", "--host", "http://127.0.0.1:9", "--cron", "0 3 * * 1"]) == 2
+    assert "did you mean '0 0 3 * * 1'" in capsys.readouterr().err
