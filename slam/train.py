@@ -1,0 +1,270 @@
+"""SLAM fine-tuning: one function, top to bottom, the same in one process and in every Ray worker.
+
+    slam train --config configs/smollm2-demo.yaml            # Ray, 2 local workers (slam.distributed.train)
+    slam train --config configs/smollm2-demo.yaml --no-ray   # this function in-process, for debugging
+    from slam.train import train_loop; train_loop({"cfg": to_dict(cfg), "run_dir": "runs/x"})
+
+`config` keys: `cfg` (a SlamConfig as a dict), `run_dir` (storage URI of this run: checkpoints,
+fault marker, delta), and for the two-stage baseline a `stage` dict (`name`, `tasks`, `langs`,
+`method`, `init_delta`). Methods: slam = the selected layers' FFN up/down only; full = every
+parameter; two-stage = two calls of this loop (stage 1 translate, stage 2 English CoT), made by fit().
+
+A checkpoint *is* a delta dir (delta.safetensors + manifest.json) plus optimizer/scheduler state,
+step, loss history and RNG: resuming restores all of it, and the batch of each step is a pure
+function of the step (train_parts.micro_batches), so no step is done or logged twice.
+Fault injection for tests: SLAM_FAIL_AT_STEP=K raises once at step K (marker under run_dir/faults).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from slam import storage
+from slam.config import SlamConfig, from_dict, to_dict
+from slam.errors import SlamError
+
+log = logging.getLogger(__name__)
+
+
+class InjectedFault(RuntimeError):
+    """Raised once by SLAM_FAIL_AT_STEP to test recovery."""
+
+
+def train_loop(config: dict[str, Any], session: Any = None) -> dict[str, Any]:
+    from slam import delta as deltas
+    from slam import train_parts as tp
+    from slam.freeze import apply_plan, full_plan, make_plan, trainable_parameters
+    from slam.models import load_model_and_tokenizer
+    from slam.prompts import collate
+
+    cfg: SlamConfig = from_dict(SlamConfig, config["cfg"])
+    t = cfg.train
+    run_dir: str = config["run_dir"]
+    stage: dict[str, Any] = config.get("stage") or {}
+    method = stage.get("method", "full" if t.method == "two-stage" else t.method)
+    session = session or tp.LocalSession(run_dir)
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", tp.default_extensions_dir())
+    t0 = time.time()
+
+    # ---- processes, device, precision, seed ---------------------------------------------------------
+    rank, world = tp.init_distributed()
+    device = session.device()
+    precision = t.precision if t.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    tp.set_rng(t.seed + rank)
+
+    # ---- model and the freezing plan ---------------------------------------------------------------
+    # fp32 weights even for bf16 runs: DeepSpeed casts the module and keeps fp32 master copies itself
+    model, tok = load_model_and_tokenizer(cfg.model.path, dtype="float32" if cfg.model.dtype == "auto"
+                                          else cfg.model.dtype, device=device)
+    if stage.get("init_delta"):  # two-stage: stage 2 starts where stage 1 ended
+        deltas.apply_delta(model, deltas.load_delta(stage["init_delta"])[0])
+    plan = full_plan(model) if method == "full" else make_plan(model, layers_to_tune(cfg), t.roles)
+    n_trainable = apply_plan(model, plan)
+    if t.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    model.train()
+
+    # ---- data: response-only labels; too-long rows quarantined, not truncated ----------------------
+    tasks, langs = stage.get("tasks"), stage.get("langs") or cfg.data.langs or None
+    train_rows = tp.select_rows(tp.read_split(cfg.data.train, "train"), tasks, langs)
+    val_rows = tp.select_rows(tp.read_split(cfg.data.train, "val"), tasks, langs)[: t.val_max_examples]
+    train_ex, bad = tp.encode_rows(tok, train_rows, cfg.data.prompt, cfg.data.max_length)
+    val_ex, bad_val = tp.encode_rows(tok, val_rows, cfg.data.prompt, cfg.data.max_length)
+    if not train_ex:
+        raise SlamError(f"no training examples in {cfg.data.train} for tasks={tasks} langs={langs} "
+                        f"({len(bad)} quarantined as too long)")
+    global_batch = t.micro_batch_size * t.grad_accum * world
+    n_steps = tp.total_steps(len(train_ex), t.epochs, t.max_steps, global_batch)
+
+    def batch_of(idx: list[int], pool: list[dict]) -> dict[str, torch.Tensor]:
+        return {k: v.to(device) for k, v in collate([pool[i] for i in idx], tok.pad_token_id).items()}
+
+    # ---- optimizer over trainable tensors only, cosine schedule, engine ----------------------------
+    optimizer = torch.optim.AdamW(trainable_parameters(model), lr=t.lr, weight_decay=t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, tp.cosine_lambda(n_steps, t.warmup_ratio,
+                                                                               t.min_lr_ratio))
+    if t.engine == "deepspeed":
+        engine = tp.DeepSpeedEngine(model, optimizer, scheduler,
+                                    ds_config=tp.deepspeed_config(t, world, precision, t.deepspeed_config))
+    else:
+        engine = tp.TorchEngine(model, optimizer, scheduler, accum=t.grad_accum, max_grad_norm=t.max_grad_norm,
+                                world=world, precision=precision, device=device)
+
+    # ---- resume: a checkpoint restores weights, optimizer, scheduler, step, history and RNG ---------
+    state: dict[str, Any] = {"step": 0, "history": [], "val": [], "attempts": 0}
+    with session.checkpoint_dir() as ckpt:
+        if ckpt is not None:
+            deltas.apply_delta(engine.module, deltas.load_delta(str(ckpt))[0])
+            engine.load(ckpt)
+            state = json.loads((ckpt / tp.CKPT_STATE).read_text())
+            rng_file = ckpt / f"rng-rank{rank}.pt"
+            if rng_file.is_file():
+                tp.restore_rng(torch.load(rng_file, weights_only=False))
+            log.info("rank %d resumed from step %d of %d", rank, state["step"], n_steps)
+    state["attempts"] += 1
+    resumed_from = state["step"]
+
+    tracker = _tracker(cfg, rank)
+    run_key = f"{Path(run_dir).name}{'-' + stage['name'] if stage.get('name') else ''}"
+    pending: list[tuple[int, dict]] = []  # metrics logged to the tracker only once a checkpoint covers them
+
+    def val_loss() -> float:
+        engine.model.eval()
+        tot, cnt = 0.0, 0.0
+        with torch.no_grad():
+            for i in range(rank * t.micro_batch_size, len(val_ex), world * t.micro_batch_size):
+                b = batch_of(list(range(i, min(i + t.micro_batch_size, len(val_ex)))), val_ex)
+                n = float((b["labels"][:, 1:] != -100).sum())
+                tot += float(engine.forward(b)) * n
+                cnt += n
+        engine.model.train()
+        tot, cnt = tp.all_sum([tot, cnt])
+        return tot / max(cnt, 1.0)
+
+    def save_checkpoint(metrics: dict) -> None:
+        with tempfile.TemporaryDirectory(prefix="slam-ckpt-") as d:
+            engine.save(Path(d), rank)
+            torch.save(tp.rng_state(), Path(d) / f"rng-rank{rank}.pt")
+            if rank == 0:
+                deltas.write_delta(engine.module, plan, d, _manifest(cfg, config, plan, state, method))
+                (Path(d) / tp.CKPT_STATE).write_text(json.dumps(state))
+            session.report(metrics, checkpoint=Path(d), rank=rank)
+        if rank == 0:
+            for step, m in pending:
+                run.log_metrics(m, step=step)
+            pending.clear()
+
+    with tracker.run(run_key, key=run_key, tags={"slam.method": method, "slam.stage": stage.get("name", "")}) as run:
+        run.log_params({**{f"train.{k}": v for k, v in to_dict(t).items()}, "method": method,
+                        "layers": ",".join(map(str, plan.layers)), "trainable": n_trainable,
+                        "trainable_fraction": round(plan.fraction, 6), "world_size": world,
+                        "train_examples": len(train_ex), "quarantined": len(bad) + len(bad_val),
+                        "total_steps": n_steps})
+
+        # ---- the loop ------------------------------------------------------------------------------
+        for step in range(state["step"] + 1, n_steps + 1):
+            ts = time.time()
+            _maybe_fail(step, run_dir, rank)
+            losses = []
+            for idx in tp.micro_batches(len(train_ex), step, seed=t.seed, micro=t.micro_batch_size,
+                                        accum=t.grad_accum, rank=rank, world=world):
+                loss = engine.forward(batch_of(idx, train_ex))
+                engine.backward(loss)
+                engine.step()
+                losses.append(float(loss.detach()))
+            (loss_mean,) = tp.all_mean([sum(losses) / len(losses)])
+            metrics = {"step": step, "train_loss": loss_mean, "lr": engine.lr(), "step_time": time.time() - ts}
+            if t.val_every and step % t.val_every == 0 and step != n_steps:
+                metrics["val_loss"] = val_loss()
+                state["val"].append({"step": step, "val_loss": metrics["val_loss"]})
+            state["step"] = step
+            state["history"].append({"step": step, "train_loss": loss_mean})
+            pending.append((step, metrics))
+            if rank == 0 and step % 10 == 0:
+                log.info("step %d/%d loss %.4f lr %.2e %.2fs", step, n_steps, loss_mean, metrics["lr"],
+                         metrics["step_time"])
+            if t.checkpoint_every and step % t.checkpoint_every == 0 and step != n_steps:
+                save_checkpoint(metrics)
+            elif t.report_every and step % t.report_every == 0 and step != n_steps:
+                session.report(metrics, rank=rank)
+
+        # ---- the end: validation, final checkpoint (= the delta), published delta ----------------------
+        final = {"step": state["step"], "train_loss": state["history"][-1]["train_loss"] if state["history"] else None,
+                 "val_loss": val_loss(), "trainable": n_trainable, "trainable_fraction": plan.fraction,
+                 "resumed_from_step": resumed_from, "attempts": state["attempts"], "world_size": world,
+                 "wall_time": time.time() - t0, "quarantined": len(bad) + len(bad_val), "total_steps": n_steps}
+        state["val"].append({"step": state["step"], "val_loss": final["val_loss"]})
+        if t.val_accuracy_limit and rank == 0:
+            final.update(_val_accuracy(engine.module, tok, val_rows, t.val_accuracy_limit, cfg.data.prompt))
+        pending.append((state["step"], {k: v for k, v in final.items() if isinstance(v, (int, float))}))
+        delta_uri = storage.join(run_dir, "delta")
+        if rank == 0:
+            deltas.save_delta(engine.module, plan, delta_uri, _manifest(cfg, config, plan, state, method))
+        final["delta_uri"] = delta_uri
+        save_checkpoint({k: v for k, v in final.items() if v is not None})
+        if rank == 0:
+            run.set_tags({"slam.delta_uri": delta_uri})
+    return final
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def layers_to_tune(cfg: SlamConfig) -> list[int]:
+    """cfg.train.layers, or the probe report's selection (re-selected for train.top_k/selection if set)."""
+    t = cfg.train
+    if t.layers is not None:
+        return list(t.layers)
+    if not t.probe:
+        raise SlamError("train.method=slam needs train.layers (e.g. 0-5) or train.probe (a probe.json)")
+    report = storage.read_json(t.probe)
+    if t.top_k is None and t.selection is None:
+        return list(report["selected_layers"])
+    from slam.probe import select_layers
+
+    return select_layers(report, t.top_k or report.get("top_k", len(report["selected_layers"])),
+                         t.selection or report.get("selection", "top-k"))
+
+
+def _manifest(cfg: SlamConfig, config: dict, plan: Any, state: dict, method: str) -> dict:
+    cfg_json = json.dumps(to_dict(cfg), sort_keys=True).encode()
+    return {"base_path": cfg.model.path, "method": method, "stage": (config.get("stage") or {}).get("name", ""),
+            "step": state["step"], "config_fingerprint": storage.fingerprint_bytes(cfg_json),
+            "data_fingerprint": data_fingerprint(cfg.data.train), "data": cfg.data.train}
+
+
+def data_fingerprint(uri_dir: str) -> str:
+    """Hash of the built dataset's train/val files (what the deterministic run name is derived from)."""
+    chunks = [storage.read_bytes(storage.join(uri_dir, f"{s}.jsonl")) for s in ("train", "val")
+              if storage.exists(storage.join(uri_dir, f"{s}.jsonl"))]
+    return storage.fingerprint_bytes(*chunks)
+
+
+def _maybe_fail(step: int, run_dir: str, rank: int) -> None:
+    want = os.environ.get("SLAM_FAIL_AT_STEP")
+    if not want or int(want) != step or rank != 0:
+        return
+    marker = storage.join(run_dir, "faults", f"step-{step}")
+    if storage.exists(marker):
+        return
+    storage.write_text(marker, "injected\n")
+    raise InjectedFault(f"SLAM_FAIL_AT_STEP={step}: injected failure (fires once per run dir)")
+
+
+def _tracker(cfg: SlamConfig, rank: int) -> Any:
+    """Rank 0 logs through slam.tracking; other ranks get the do-nothing tracker."""
+    from slam.tracking import NullTracker, get_tracker
+
+    return get_tracker(cfg.tracking) if rank == 0 else NullTracker()
+
+
+def _val_accuracy(model: Any, tok: Any, val_rows: list[dict], limit: int, template: str) -> dict[str, float]:
+    """Small per-language accuracy on validation CoT rows (slam.evaluate), as val_accuracy[_<lang>]."""
+    from slam.data.records import Record
+    from slam.evaluate import evaluate_model
+
+    per_lang: dict[str, list[Record]] = {}
+    for r in val_rows:
+        if r.get("task") == "cot" and r.get("gold") is not None and len(per_lang.setdefault(r["lang"], [])) < limit:
+            per_lang[r["lang"]].append(Record(id=r["id"], problem_id=r.get("problem_id", r["id"]), lang=r["lang"],
+                                              question=r["instruction"], answer=r["response"],
+                                              gold=float(r["gold"]), source="val"))
+    records = [rec for recs in per_lang.values() for rec in recs]
+    if not records:
+        return {}
+    was_training = model.training
+    model.eval()
+    report = evaluate_model(model, tok, records, template=template, progress=False)
+    model.train(was_training)
+    out = {"val_accuracy": report["average"]}
+    out.update({f"val_accuracy_{lang}": v["accuracy"] for lang, v in report["per_lang"].items()})
+    return out
