@@ -114,6 +114,8 @@ class TrainConfig:
     """Ray run name; empty = derived deterministically from config + data fingerprints."""
     deepspeed_config: str = ""
     """Optional DeepSpeed JSON whose keys override the generated ones."""
+    val_max_examples: int = 256
+    """Validation rows used for the validation loss (the first N of val.jsonl after filtering)."""
 
 
 @dataclass(frozen=True)
@@ -240,6 +242,11 @@ def _check(tp: Any, value: Any, where: str, problems: list[str]) -> Any:
             problems.append(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             problems.append(f"{where}: expected a number, got {value!r}")
             return value
