@@ -1,0 +1,180 @@
+"""Tracking: the do-nothing stand-in, find-or-create by run key, nesting, bounded retries, an outage of a real
+MLflow server mid-run, and `slam runs compare` agreeing with the server's REST API.
+
+    .venv/bin/python -m pytest -q tests/test_tracking.py
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import socket
+import time
+import urllib.request
+
+import pytest
+
+from slam.config import TrackingConfig
+from slam.errors import SlamError
+from slam.tracking import (MlflowTracker, NullTracker, embedded_tracking_uri, get_tracker, pipeline_key)
+
+
+@pytest.fixture(scope="module")
+def embedded_uri(tmp_path_factory) -> str:
+    """One embedded sqlite store per module: creating one costs ~3 s of schema migrations."""
+    return embedded_tracking_uri(tmp_path_factory.mktemp("mlflow"))
+
+
+@pytest.fixture()
+def embedded(embedded_uri, request, monkeypatch) -> MlflowTracker:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    t = get_tracker(TrackingConfig(uri=embedded_uri, experiment=request.node.name))
+    assert isinstance(t, MlflowTracker)
+    return t
+
+
+def test_no_uri_gives_the_do_nothing_tracker(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    t = get_tracker(TrackingConfig())
+    assert isinstance(t, NullTracker) and not t.enabled
+    with t.run("x", key="k") as run:
+        run.log_params({"a": 1})
+        run.log_metrics({"loss": 1.0}, step=3)
+        run.log_artifact(tmp_path / "missing-is-fine-here")
+        run.set_tags({"t": "v"})
+        assert run.id == ""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/x.db")
+    assert isinstance(get_tracker(TrackingConfig()), MlflowTracker)
+
+
+def test_nested_runs_params_metrics_artifacts(embedded, tmp_path, monkeypatch):
+    monkeypatch.setenv("KFP_RUN_ID", "kfp-123")
+    art = tmp_path / "summary.md"
+    art.write_text("# probe\n")
+    with embedded.run("pipeline", key=pipeline_key("demo")) as parent:
+        with embedded.run("probe", key="probe-1", parent_run_id=parent.id, tags={"slam.step": "probe"}) as run:
+            run.log_params({"k": 4, "layers": [3, 5, 7, 9], "lr": 1e-4})
+            for step, loss in [(1, 2.0), (2, 1.5)]:
+                run.log_metrics({"train_loss": loss}, step=step)
+            run.log_artifact(art, "probe")
+            run.log_dict({"scores": [0.1, 0.2]}, "probe/probe.json")
+    c = embedded.client
+    assert pipeline_key("demo") == "kfp-123"
+    r = c.get_run(run.id)
+    assert r.data.tags["mlflow.parentRunId"] == parent.id
+    assert r.data.tags["kfp.run_id"] == "kfp-123" and r.data.tags["slam.step"] == "probe"
+    assert r.data.params == {"k": "4", "layers": "[3, 5, 7, 9]", "lr": "0.0001"}
+    assert [m.value for m in c.get_metric_history(run.id, "train_loss")] == [2.0, 1.5]
+    assert sorted(f.path for f in c.list_artifacts(run.id, "probe")) == ["probe/probe.json", "probe/summary.md"]
+    assert r.info.status == "FINISHED"
+
+
+def test_same_key_reattaches_instead_of_duplicating(embedded):
+    with embedded.run("train", key="train-abc") as first:
+        first.log_params({"lr": 0.1})
+        first.log_metrics({"loss": 3.0}, step=1)
+    # a Ray restart / re-run of the step: same key -> same run, same params accepted again
+    with embedded.run("train", key="train-abc") as again:
+        again.log_params({"lr": 0.1})
+        again.log_metrics({"loss": 2.0}, step=2)
+    assert again.id == first.id
+    runs = embedded.client.search_runs([embedded.experiment_id], "tags.`slam.run_key` = 'train-abc'")
+    assert len(runs) == 1
+    with embedded.run("train", key="train-abc") as third:
+        with pytest.raises(SlamError, match="different values for params lr"):
+            third.log_params({"lr": 0.2})
+
+
+def test_exception_marks_run_failed_and_propagates(embedded):
+    with pytest.raises(ZeroDivisionError):
+        with embedded.run("eval", key="eval-1") as run:
+            1 / 0
+    assert embedded.client.get_run(run.id).info.status == "FAILED"
+
+
+def test_tracker_pickles_for_ray_workers(embedded):
+    with embedded.run("p", key="p") as run:
+        pass
+    clone = pickle.loads(pickle.dumps(embedded))
+    assert clone.find_run("p").info.run_id == run.id
+
+
+def test_unreachable_server_gives_bounded_retries_then_a_clear_error():
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t = MlflowTracker(f"http://127.0.0.1:{port}", retries=2, backoff_s=0.05)
+    start = time.time()
+    with pytest.raises(SlamError, match=r"after 3 attempts") as e:
+        with t.run("x", key="k"):
+            pass
+    assert time.time() - start < 20
+    assert "\n" not in str(e.value) and f"127.0.0.1:{port}" in str(e.value)
+
+
+# --------------------------------------------------------------------------------------------------
+# Against a real MLflow server
+
+
+@pytest.mark.integration
+def test_outage_mid_run_bounded_retries_results_kept(mlflow_server, mlflow_uri, tmp_path):
+    from slam import storage
+
+    t = get_tracker(TrackingConfig(uri=mlflow_uri, experiment="outage", retries=2))
+    t.backoff_s = 0.1
+    results = tmp_path / "ray-storage" / "result.json"
+    with pytest.raises(SlamError, match="after 3 attempts"):
+        with t.run("train", key="outage-train") as run:
+            run.log_metrics({"train_loss": 2.0}, step=1)
+            storage.write_json(results, {"val_loss": 1.23})   # what the trainer keeps in its storage path
+            mlflow_server.stop()
+            start = time.time()
+            try:
+                run.log_metrics({"train_loss": 1.0}, step=2)
+            finally:
+                elapsed = time.time() - start
+    assert elapsed < 30, f"retries were not bounded: {elapsed:.1f} s"
+    assert storage.read_json(results) == {"val_loss": 1.23}
+    # the server comes back: the step re-attaches to the same run and finishes it
+    mlflow_server.start()
+    with t.run("train", key="outage-train") as again:
+        again.log_metrics({"val_loss": storage.read_json(results)["val_loss"]})
+    assert again.id == run.id
+    assert t.client.get_run(run.id).info.status == "FINISHED"
+
+
+@pytest.mark.integration
+def test_runs_compare_matches_the_rest_api(mlflow_uri, capsys):
+    from slam.cli import main
+    from slam.runs import compare_runs
+
+    cfg = TrackingConfig(uri=mlflow_uri, experiment="compare")
+    t = get_tracker(cfg)
+    with t.run("tune", key="tune-1") as parent:
+        for k, acc in [(2, 0.25), (4, 0.5)]:
+            with t.run(f"trial-k{k}", key=f"trial-{k}", parent_run_id=parent.id) as run:
+                run.log_params({"k": k, "layers": list(range(k)), "lr": 1e-4})
+                run.log_metrics({"acc_de": acc, "acc_en": 0.6, "average": (acc + 0.6) / 2})
+    rows = {r["run"]: r for r in compare_runs(cfg)}
+    assert rows["trial-k4"]["k"] == "4" and rows["trial-k4"]["acc_de"] == 0.5
+    assert rows["trial-k2"]["parent_run_id"] == parent.id
+
+    body = json.dumps({"experiment_ids": [t.experiment_id], "max_results": 100}).encode()
+    req = urllib.request.Request(f"{mlflow_uri}/api/2.0/mlflow/runs/search", data=body,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as resp:
+        api = json.load(resp)["runs"]
+    assert len(api) == len(rows) == 3
+    for r in api:
+        row = rows[r["info"]["run_name"]]
+        metrics = {m["key"]: m["value"] for m in r["data"].get("metrics", [])}
+        params = {p["key"]: p["value"] for p in r["data"].get("params", [])}
+        assert {k: v for k, v in row.items() if k.startswith("acc_")} == \
+            {k: v for k, v in metrics.items() if k.startswith("acc_")}
+        assert row.get("k") == params.get("k") and row.get("layers") == params.get("layers")
+
+    assert main(["runs", "compare", "--experiment", "compare", "--tracking-uri", mlflow_uri]) == 0
+    out = capsys.readouterr().out
+    assert "trial-k2" in out and "trial-k4" in out and "acc_de" in out and "0.5000" in out
+    assert main(["runs", "compare", "--experiment", "nope", "--tracking-uri", mlflow_uri]) == 2
+    assert "no MLflow experiment named 'nope'" in capsys.readouterr().err
