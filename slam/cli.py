@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "slam.commands.register",
     "slam.commands.runs",
     "slam.commands.pipeline",
+    "slam.commands.launch",
 ]
 
 

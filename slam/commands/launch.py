@@ -1,0 +1,138 @@
+"""`slam launch` — run a `slam` step on a cluster: as a KubeRay RayJob, or on an existing Ray cluster.
+
+    slam launch rayjob --print --run-id RUN --step train --workers 2 --gpus-per-worker 1 \\
+        --toleration nvidia.com/gpu:NoSchedule -- slam train --config s3://bucket/run/config.yaml
+    slam launch rayjob --namespace slam --run-id RUN --step train … -- slam train …   # create + wait
+    slam launch submit --address http://127.0.0.1:8265 --run-id RUN --step train -- slam train …
+
+Everything after `--` is the step's own command line. The same run id + step always maps to the same
+RayJob / submission id, so running the command again re-attaches instead of starting a duplicate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from slam.errors import SlamError
+
+
+def _kv(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    return k, v
+
+
+def _toleration(text: str) -> dict[str, str]:
+    """`key[=value]:Effect` -> a toleration (Exists when no value is given)."""
+    key, _, effect = text.partition(":")
+    if effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+        raise argparse.ArgumentTypeError(f"toleration {text!r}: expected key[=value]:NoSchedule|PreferNoSchedule|NoExecute")
+    if "=" in key:
+        k, v = key.split("=", 1)
+        return {"key": k, "operator": "Equal", "value": v, "effect": effect}
+    return {"key": key, "operator": "Exists", "effect": effect}
+
+
+def _command(args: argparse.Namespace) -> list[str]:
+    cmd = list(args.step_command)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise SlamError("no step command: put it after `--`, e.g. -- slam train --config s3://bucket/config.yaml")
+    return cmd
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("launch", help="run a step on Kubernetes (KubeRay RayJob) or an existing Ray cluster")
+    lsub = p.add_subparsers(dest="launch_command", metavar="<target>", required=True)
+
+    r = lsub.add_parser("rayjob", help="create (or re-attach to) a KubeRay RayJob and wait for it")
+    r.add_argument("--run-id", required=True, help="KFP run id (names the RayJob deterministically)")
+    r.add_argument("--step", required=True, help="pipeline step name, e.g. train or tune")
+    r.add_argument("--namespace", default="slam")
+    r.add_argument("--print", action="store_true", help="print the RayJob YAML and exit (no cluster needed)")
+    r.add_argument("--image", default=None, help="project image (default: RayJobSettings.image)")
+    r.add_argument("--workers", type=int, default=1, help="Ray worker pods (= Ray Train workers)")
+    r.add_argument("--gpus-per-worker", type=int, default=0)
+    r.add_argument("--cpus-per-worker", default="4")
+    r.add_argument("--memory-per-worker", default="16Gi")
+    r.add_argument("--shm-size", default="8Gi", help="/dev/shm size for NCCL")
+    r.add_argument("--node-selector", type=_kv, action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument("--toleration", type=_toleration, action="append", default=[], metavar="KEY[=VALUE]:EFFECT")
+    r.add_argument("--queue", default="", help="Kueue LocalQueue (the job is created suspended)")
+    r.add_argument("--output", type=_kv, action="append", default=[], metavar="NAME=S3_URI",
+                   help="an output the job writes; checked to exist after success and printed")
+    r.add_argument("--env", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="non-secret env for the pods (secrets come from k8s Secrets)")
+    r.add_argument("--active-deadline", type=int, default=24 * 3600, help="seconds before KubeRay kills the job")
+    r.add_argument("--timeout", type=float, default=None, help="seconds to wait (default: active deadline + 5 min)")
+    r.add_argument("--start-timeout", type=float, default=1800.0, help="seconds to wait for the job to start")
+    r.add_argument("--poll", type=float, default=10.0, help="seconds between status polls")
+    r.add_argument("step_command", nargs=argparse.REMAINDER, help="-- slam <step> …")
+    r.set_defaults(func=run_rayjob)
+
+    s = lsub.add_parser("submit", help="submit to an existing Ray cluster (Ray Job Submission API) and wait")
+    s.add_argument("--address", required=True, help="Ray dashboard URL, e.g. http://127.0.0.1:8265")
+    s.add_argument("--run-id", default=None, help="KFP run id (with --step: derives the submission id)")
+    s.add_argument("--step", default=None)
+    s.add_argument("--submission-id", default=None, help="explicit submission id (instead of --run-id/--step)")
+    s.add_argument("--env", type=_kv, action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--timeout", type=float, default=24 * 3600.0)
+    s.add_argument("--poll", type=float, default=2.0)
+    s.add_argument("step_command", nargs=argparse.REMAINDER, help="-- slam <step> …")
+    s.set_defaults(func=run_submit)
+
+
+def run_rayjob(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import yaml
+
+    from slam.launch import ClusterShape, KubeRayLauncher, RayJobSettings, build_rayjob, rayjob_name
+
+    settings = RayJobSettings(active_deadline_seconds=args.active_deadline, queue=args.queue)
+    if args.image:
+        settings = dataclasses.replace(settings, image=args.image)
+    shape = ClusterShape(num_workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                         cpus_per_worker=args.cpus_per_worker, memory_per_worker=args.memory_per_worker,
+                         shm_size=args.shm_size, node_selector=dict(args.node_selector),
+                         tolerations=list(args.toleration))
+    body = build_rayjob(rayjob_name(args.run_id, args.step), _command(args), shape=shape, settings=settings,
+                        namespace=args.namespace, run_id=args.run_id, step=args.step,
+                        outputs=dict(args.output), extra_env=dict(args.env))
+    if args.print:
+        print(yaml.safe_dump(body, sort_keys=False), end="")
+        return 0
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except Exception:
+        try:
+            config.load_kube_config()
+        except Exception as e:
+            raise SlamError(f"no Kubernetes credentials (in-cluster or kubeconfig): {e}") from None
+    launcher = KubeRayLauncher(client.CustomObjectsApi(), args.namespace, core_api=client.CoreV1Api(),
+                               poll_s=args.poll, echo=print)
+    res = launcher.run(body, timeout_s=args.timeout, start_timeout_s=args.start_timeout)
+    print(json.dumps({"rayjob": res.name, "status": res.job_status, "reattached": res.reattached,
+                      "outputs": res.outputs, "elapsed_s": round(res.elapsed_s, 1)}))
+    return 0
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    from slam.distributed.jobs import RayJobClient, submission_id_for
+
+    if args.submission_id:
+        sid = args.submission_id
+    elif args.run_id and args.step:
+        sid = submission_id_for(args.run_id, args.step)
+    else:
+        raise SlamError("give --submission-id, or --run-id and --step (a stable id makes retries re-attach)")
+    res = RayJobClient(args.address, poll_s=args.poll, echo=print).run(
+        _command(args), sid, timeout_s=args.timeout, env=dict(args.env))
+    print(json.dumps({"submission_id": res.submission_id, "status": res.status, "reattached": res.reattached,
+                      "elapsed_s": round(res.elapsed_s, 1)}))
+    return 0
