@@ -162,6 +162,8 @@ class TrackingConfig:
     """Promotion gate: English may drop at most this many accuracy points vs the champion."""
     retries: int = 3
     """Bounded retries for MLflow calls before a clear error."""
+    parent_run_id: str = ""
+    """MLflow run that runs without an explicit parent nest under (the pipeline's or a Tune search's run)."""
 
 
 @dataclass(frozen=True)

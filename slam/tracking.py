@@ -179,8 +179,10 @@ class MlflowTracker:
 
     enabled = True
 
-    def __init__(self, uri: str, experiment: str = "slam", retries: int = 3, backoff_s: float = 0.5) -> None:
+    def __init__(self, uri: str, experiment: str = "slam", retries: int = 3, backoff_s: float = 0.5,
+                 parent_run_id: str = "") -> None:
         self.uri = uri
+        self.parent_run_id = parent_run_id
         self.experiment = experiment
         self.retries = max(0, retries)
         self.backoff_s = backoff_s
@@ -280,6 +282,7 @@ class MlflowTracker:
             raise SlamError(f"tracking run {name!r} needs a non-empty key")
         all_tags = {**pipeline_tags(), **{k: str(v) for k, v in (tags or {}).items() if v is not None},
                     RUN_KEY_TAG: key}
+        parent_run_id = parent_run_id or self.parent_run_id
         if parent_run_id:
             all_tags[PARENT_TAG] = parent_run_id
         run_id = self._find_or_create(name, key, all_tags)
@@ -297,11 +300,15 @@ Tracker = NullTracker | MlflowTracker
 
 
 def get_tracker(tracking_cfg: TrackingConfig) -> Tracker:
-    """MlflowTracker when cfg.uri or MLFLOW_TRACKING_URI is set, else the do-nothing NullTracker."""
+    """MlflowTracker when cfg.uri or MLFLOW_TRACKING_URI is set, else the do-nothing NullTracker.
+
+    Runs opened without a parent_run_id nest under cfg.parent_run_id (so a training loop inside a Tune
+    trial becomes that search's nested trial run without knowing about Tune)."""
     uri = resolve_uri(tracking_cfg)
     if not uri:
         return NullTracker()
-    return MlflowTracker(uri, tracking_cfg.experiment, retries=tracking_cfg.retries)
+    return MlflowTracker(uri, tracking_cfg.experiment, retries=tracking_cfg.retries,
+                         parent_run_id=tracking_cfg.parent_run_id)
 
 
 def _quote(s: str) -> str:
