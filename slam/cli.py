@@ -24,6 +24,8 @@ COMMAND_MODULES = [
     "slam.commands.plan",
     "slam.commands.data",
     "slam.commands.probe",
+    "slam.commands.train",
+    "slam.commands.merge",
     "slam.commands.evaluate",
     "slam.commands.register",
     "slam.commands.runs",

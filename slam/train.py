@@ -199,6 +199,63 @@ def train_loop(config: dict[str, Any], session: Any = None) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 
+def run_name_for(cfg: SlamConfig) -> str:
+    """`slam-<method>-<hash>` of the config (minus where it runs) and the data's fingerprint."""
+    if cfg.train.run_name:
+        return cfg.train.run_name
+    d = to_dict(cfg)
+    for k in ("num_workers", "use_gpu", "cpus_per_worker", "max_failures", "report_every", "run_name"):
+        d["train"].pop(k, None)
+    d.pop("storage", None)
+    d.pop("tracking", None)
+    h = storage.fingerprint_bytes(json.dumps(d, sort_keys=True).encode(), data_fingerprint(cfg.data.train).encode())
+    return f"slam-{cfg.train.method}-{h[:10]}"
+
+
+def stages_for(cfg: SlamConfig) -> list[dict[str, Any]]:
+    if cfg.train.method != "two-stage":
+        return [{}]
+    return [{"name": "stage1", "method": "full", "tasks": ["translate"], "langs": None},
+            {"name": "stage2", "method": "full", "tasks": ["cot"], "langs": ["en"]}]
+
+
+def check_inputs(cfg: SlamConfig) -> None:
+    """Everything we can check before starting Ray, reported at once."""
+    problems = []
+    if not cfg.model.path:
+        problems.append("model.path is empty")
+    elif not storage.is_s3(cfg.model.path) and not (Path(cfg.model.path) / "config.json").is_file():
+        problems.append(f"model.path {cfg.model.path} is not a Hugging Face model dir")
+    if not cfg.data.train:
+        problems.append("data.train is empty (a `slam data build`/`slam data synth` output dir)")
+    elif not storage.exists(storage.join(cfg.data.train, "train.jsonl")):
+        problems.append(f"data.train {cfg.data.train} has no train.jsonl")
+    if cfg.train.method == "slam":
+        try:
+            layers_to_tune(cfg)
+        except SlamError as e:
+            problems.append(str(e))
+    if problems:
+        raise SlamError("cannot train: " + "; ".join(problems))
+
+
+def train_local(cfg: SlamConfig, storage_root: str | None = None) -> dict[str, Any]:
+    """No Ray: the same stages as fit(), in this process (`slam train --no-ray`, benches, debugging)."""
+    check_inputs(cfg)
+    root = storage_root or cfg.storage.root
+    name = run_name_for(cfg)
+    out: dict[str, Any] = {}
+    init_delta = None
+    for stage in stages_for(cfg):
+        run_name = f"{name}-{stage['name']}" if stage else name
+        if init_delta:
+            stage = {**stage, "init_delta": init_delta}
+        out = train_loop({"cfg": to_dict(cfg), "run_dir": storage.join(root, run_name), "stage": stage})
+        out["run_name"] = run_name
+        init_delta = out["delta_uri"]
+    return out
+
+
 def layers_to_tune(cfg: SlamConfig) -> list[int]:
     """cfg.train.layers, or the probe report's selection (re-selected for train.top_k/selection if set)."""
     t = cfg.train

@@ -1,0 +1,160 @@
+"""Ray Train V2 around `slam.train.train_loop`: N workers, checkpoints on local disk or S3, resume on failure.
+
+    from slam.distributed.train import fit
+    result = fit(cfg, num_workers=2, storage="s3://bucket/runs")          # in-process local Ray
+    result = fit(cfg, num_workers=8, storage=..., ray_address="auto")      # an existing (KubeRay) cluster
+    slam train --config configs/smollm2-demo.yaml --num-workers 2         # the same from the CLI
+
+The run name is derived from the config and data fingerprints unless cfg.train.run_name is set, so a
+re-run of the same config under the same storage resumes from its last checkpoint (Ray restores its
+checkpoint manager from `<storage>/<name>`), and a worker failure restarts the group from the last
+checkpoint up to cfg.train.max_failures times. two-stage (the QAlign baseline) runs two trainers in
+sequence: stage 1 full-parameter on translation examples, stage 2 on English CoT from stage 1's weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slam import storage as storage_mod  # fit() has a `storage` argument (the agreed interface)
+from slam.config import SlamConfig, to_dict
+from slam.errors import SlamError
+
+log = logging.getLogger(__name__)
+
+# Inherited by Ray workers when Ray is started here; sent as runtime_env to an existing cluster. Never secrets.
+WORKER_ENV = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "TORCH_EXTENSIONS_DIR", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
+              "TOKENIZERS_PARALLELISM", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION",
+              "MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "SLAM_FAIL_AT_STEP", "RAY_AUTH_MODE")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    metrics: dict[str, Any]
+    """Final metrics of the (last stage's) training run."""
+    delta_uri: str
+    run_name: str
+    run_dir: str
+    """`<storage>/<run_name>`: Ray's checkpoints plus our `delta/` and `faults/`."""
+    checkpoint: str | None = None
+    """Path (local or bucket-relative) of the last reported checkpoint."""
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+
+class RaySession:
+    """What train_loop needs from Ray: device, last checkpoint, report. Same calls as train_parts.LocalSession."""
+
+    def device(self):
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+
+    @contextlib.contextmanager
+    def checkpoint_dir(self) -> Iterator[Path | None]:
+        import ray.train
+
+        ckpt = ray.train.get_checkpoint()
+        if ckpt is None:
+            yield None
+            return
+        with ckpt.as_directory() as d:
+            yield Path(d)
+
+    def report(self, metrics: dict, checkpoint: Path | None = None, rank: int = 0) -> None:
+        import ray.train
+
+        # every rank reports (it is a barrier); DeepSpeed ranks each bring their ZeRO shard, Ray merges them
+        ckpt = ray.train.Checkpoint.from_directory(str(checkpoint)) if checkpoint is not None else None
+        ray.train.report({k: v for k, v in metrics.items() if v is not None}, checkpoint=ckpt)
+
+
+def _worker(config: dict[str, Any]) -> None:
+    import torch
+
+    from slam.train import train_loop
+
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    train_loop(config, session=RaySession())
+
+
+def fit(cfg: SlamConfig, *, num_workers: int | None = None, storage: str | None = None,
+        ray_address: str | None = None, callbacks: Sequence[Any] = ()) -> TrainResult:
+    """Train on Ray (TorchTrainer); returns where the delta is. Failures become one-line SlamErrors."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from slam.train import check_inputs, run_name_for, stages_for
+    from slam.train_parts import default_extensions_dir
+
+    check_inputs(cfg)
+    t = cfg.train
+    n = num_workers or t.num_workers
+    root = storage or cfg.storage.root
+    if not storage_mod.is_s3(root):
+        root = str(Path(root).resolve())
+    name = run_name_for(cfg)
+
+    # before ray.init: local workers inherit the driver's environment
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", default_extensions_dir())
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
+    if not ray.is_initialized():
+        if ray_address:
+            ray.init(address=ray_address, runtime_env={"env_vars": env}, log_to_driver=True)
+        else:
+            cpus = max(int(os.cpu_count() or 1), int(n * t.cpus_per_worker + 0.999))
+            ray.init(num_cpus=cpus, include_dashboard=False, runtime_env={"env_vars": env})
+
+    done: list[dict[str, Any]] = []
+    init_delta = None
+    result = None
+    for stage in stages_for(cfg):
+        run_name = f"{name}-{stage['name']}" if stage else name
+        run_dir = storage_mod.join(root, run_name)
+        if init_delta:
+            stage = {**stage, "init_delta": init_delta}
+        trainer = TorchTrainer(
+            _worker,
+            train_loop_config={"cfg": to_dict(cfg), "run_dir": run_dir, "stage": stage,
+                               "threads": max(1, int(t.cpus_per_worker))},
+            scaling_config=ray.train.ScalingConfig(num_workers=n, use_gpu=t.use_gpu,
+                                                   resources_per_worker={"CPU": t.cpus_per_worker}),
+            run_config=ray.train.RunConfig(
+                name=run_name, storage_path=root, callbacks=list(callbacks),
+                failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+        )
+        log.info("training %s on %d Ray worker(s), storage %s", run_name, n, run_dir)
+        try:
+            result = trainer.fit()
+        except ray.train.TrainingFailedError as e:
+            raise SlamError(f"training run {run_name} failed: {_first_error(e)} (logs and checkpoints under "
+                            f"{run_dir})") from None
+        init_delta = result.metrics.get("delta_uri") or storage_mod.join(run_dir, "delta")
+        done.append({"run_name": run_name, "metrics": dict(result.metrics), "delta_uri": init_delta})
+    assert result is not None
+    last = done[-1]
+    return TrainResult(metrics=last["metrics"], delta_uri=last["delta_uri"], run_name=last["run_name"],
+                       run_dir=storage_mod.join(root, last["run_name"]),
+                       checkpoint=result.checkpoint.path if result.checkpoint else None, stages=done)
+
+
+def _first_error(e: BaseException) -> str:
+    failures = getattr(e, "worker_failures", None) or {}
+    for rank, err in sorted(failures.items()):
+        lines = [ln for ln in str(err).splitlines() if ln.strip()]
+        # Ray wraps the worker traceback; the last line is the original exception
+        return f"rank {rank}: {lines[-1] if lines else type(err).__name__}"
+    lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(e).__name__
+
