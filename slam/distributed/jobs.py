@@ -91,7 +91,8 @@ class RayJobClient:
 
     def submit(self, command: Sequence[str], submission_id: str, *, env: dict[str, str] | None = None,
                metadata: dict[str, str] | None = None, entrypoint_num_cpus: float | None = None,
-               entrypoint_num_gpus: float | None = None, retry_failed: bool = True) -> tuple[str, bool]:
+               entrypoint_num_gpus: float | None = None, retry_failed: bool = True,
+               agent_wait_s: float = 60.0) -> tuple[str, bool]:
         """(submission id actually used, whether an existing job was re-attached)."""
         problems = []
         if not command:
@@ -114,14 +115,21 @@ class RayJobClient:
             self.echo(f"Ray job {sid}: previous attempt {status} ({details.message}); submitting attempt {n + 1}")
             sid = f"{submission_id}-r{n + 1}"
         runtime_env = {"env_vars": dict(env)} if env else None
-        try:
-            self.client.submit_job(entrypoint=shlex.join(command), submission_id=sid, runtime_env=runtime_env,
-                                   metadata=dict(metadata or {}), entrypoint_num_cpus=entrypoint_num_cpus,
-                                   entrypoint_num_gpus=entrypoint_num_gpus)
-        except RuntimeError as e:
-            if "already exists" in str(e):  # a parallel retry submitted it first
-                return sid, True
-            raise SlamError(f"Ray rejected job {sid}: {str(e).splitlines()[0]}") from None
+        deadline = self.clock() + agent_wait_s
+        while True:
+            try:
+                self.client.submit_job(entrypoint=shlex.join(command), submission_id=sid, runtime_env=runtime_env,
+                                       metadata=dict(metadata or {}), entrypoint_num_cpus=entrypoint_num_cpus,
+                                       entrypoint_num_gpus=entrypoint_num_gpus)
+                break
+            except RuntimeError as e:
+                if "already exists" in str(e):  # a parallel retry submitted it first
+                    return sid, True
+                # A freshly started head answers HTTP before its job agent is up: a transient 500.
+                if "No available agent" in str(e) and self.clock() < deadline:
+                    self.sleep(1.0)
+                    continue
+                raise SlamError(f"Ray rejected job {sid}: {str(e).splitlines()[0]}") from None
         self.echo(f"Ray job {sid}: submitted to {self.address}: {shlex.join(command)}")
         return sid, False
 
