@@ -28,12 +28,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slam import storage
+from slam import storage as store  # (the steps take a `storage` root parameter)
 from slam.errors import SlamError
 
 log = logging.getLogger(__name__)
 
 PYPI_MODELS = {"pypi:smollm2": "smollm2", "smollm2": "smollm2"}
+SYNTH_TEST, SYNTH_PROBE = 100, 64  # held-out questions per language for evaluation / probing
 MODEL_CACHE = Path(os.environ.get("SLAM_MODELS_DIR", Path.home() / ".cache" / "slam" / "models"))
 
 
@@ -44,11 +45,11 @@ MODEL_CACHE = Path(os.environ.get("SLAM_MODELS_DIR", Path.home() / ".cache" / "s
 def step_key(step: str, **inputs: Any) -> str:
     """Deterministic id of one step's work: same inputs, same key, same output location."""
     blob = json.dumps({"step": step, **inputs}, sort_keys=True, default=str).encode()
-    return storage.fingerprint_bytes(blob)[:12]
+    return store.fingerprint_bytes(blob)[:12]
 
 
 def step_uri(root: str, step: str, key: str) -> str:
-    return storage.join(root, step, key)
+    return store.join(root, step, key)
 
 
 def parse_list(text: str, what: str = "languages") -> list[str]:
@@ -69,11 +70,11 @@ def resolve_model(uri: str) -> str:
         from slam.models import IMPORTERS
 
         return str(IMPORTERS[PYPI_MODELS[uri]]())
-    if storage.is_s3(uri):
-        dest = MODEL_CACHE / f"s3-{storage.fingerprint_bytes(uri.encode())}"
+    if store.is_s3(uri):
+        dest = MODEL_CACHE / f"s3-{store.fingerprint_bytes(uri.encode())}"
         if not (dest / "config.json").is_file():
             tmp = dest.with_name(dest.name + ".tmp")
-            storage.download_dir(uri, tmp, require_success=False)
+            store.download_dir(uri, tmp, require_success=False)
             os.replace(tmp, dest)
         return str(dest)
     if not Path(uri).exists():
@@ -83,7 +84,7 @@ def resolve_model(uri: str) -> str:
 
 def storage_root(root: str) -> str:
     """Local roots become absolute: kfp.local runs each step in its own working directory."""
-    return root if storage.is_s3(root) else str(Path(root).resolve())
+    return root if store.is_s3(root) else str(Path(root).resolve())
 
 
 def tracking_cfg(mlflow_uri: str, experiment: str):
@@ -147,9 +148,16 @@ def timed(fn: Callable[..., dict]) -> Callable[..., dict]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> dict:
+        if not logging.getLogger().handlers:  # a KFP task process: make the step's progress visible
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                datefmt="%H:%M:%S")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        log.info("step %s starting", fn.__name__)
         t0 = time.perf_counter()
         result = fn(*args, **kwargs)
         result.setdefault("outputs", {})["seconds"] = round(time.perf_counter() - t0, 2)
+        log.info("step %s done in %.1f s -> %s", fn.__name__, result["outputs"]["seconds"], result.get("uri"))
         return result
 
     return wrapper
@@ -173,36 +181,38 @@ def prepare_data(*, storage: str, languages: str, train_data: str = "", synth_pr
     root = storage_root(storage)
     langs = parse_list(languages)
     if train_data:
-        from slam import storage as st
-
-        if not st.exists(st.join(train_data, "train.jsonl")):
+        if not store.exists(store.join(train_data, "train.jsonl")):
             raise SlamError(f"train_data {train_data} has no train.jsonl (a `slam data build` output dir)")
         uri = train_data
     else:
-        from slam.data import synth
+        from slam.data.synth import synth
 
         if synth_problems <= 0:
             raise SlamError(f"synth_problems must be > 0, got {synth_problems}")
-        uri = step_uri(root, "data", step_key("data", langs=langs, n=synth_problems, seed=synth_seed))
-        if not _complete(uri, "manifest.json"):
-            synth.synthesize(uri, langs=langs, n_problems=synth_problems, seed=synth_seed)
+        sizes = {"n_train": synth_problems, "n_val": max(16, synth_problems // 10), "n_test": SYNTH_TEST,
+                 "n_probe": SYNTH_PROBE}
+        uri = step_uri(root, "data", step_key("data", langs=langs, seed=synth_seed, **sizes))
+        if _complete(uri, store.SUCCESS):
+            log.info("data: reusing %s", uri)
+        else:
+            synth(uri, langs=langs, seed=synth_seed, **sizes)
     manifest = _read_json_or_empty(storage_join(uri, "manifest.json"))
     md = f"# Training data\n\n`{uri}`\n\n```json\n{json.dumps(manifest.get('counts', manifest), indent=2)[:4000]}\n```\n"
     return {"uri": uri, "outputs": {"languages": ",".join(langs)}, "metrics": {}, "markdown": md}
 
 
 def storage_join(uri: str, *parts: str) -> str:
-    return storage.join(uri, *parts)
+    return store.join(uri, *parts)
 
 
 def _complete(uri: str, marker: str) -> bool:
     """A step's output is reusable when its last-written file exists (writers publish it last)."""
-    return storage.exists(storage.join(uri, marker))
+    return store.exists(store.join(uri, marker))
 
 
 def _read_json_or_empty(uri: str) -> dict:
     try:
-        return storage.read_json(uri)
+        return store.read_json(uri)
     except SlamError:
         return {}
 
@@ -225,13 +235,13 @@ def probe_layers(*, storage: str, base_model: str, data_uri: str, languages: str
     out = step_uri(root, "probe", key)
     report_uri = storage_join(out, "probe.json")
     if storage_exists(report_uri):
-        report = storage.read_json(report_uri)
+        report = store.read_json(report_uri)
         log.info("probe: reusing %s", report_uri)
     else:
         model, tok = load_model_and_tokenizer(resolve_model(base_model), device="cpu")
         report = probing.run_probe(model, tok, read_records(src), method=method, langs=langs, top_k=top_k,
                                    selection=selection, max_questions=max_questions)
-        storage.write_json(report_uri, report)
+        store.write_json(report_uri, report)
     layers = report["selected_layers"]
     title = f"Language-specificity per layer ({report['method']})"
     png = _scores_png(report, title)
@@ -244,7 +254,7 @@ def probe_layers(*, storage: str, base_model: str, data_uri: str, languages: str
 
 
 def storage_exists(uri: str) -> bool:
-    return storage.exists(uri)
+    return store.exists(uri)
 
 
 def _ranking_table(report: dict, top: int = 12) -> str:
@@ -313,7 +323,7 @@ def evaluate(*, storage: str, base_model: str, data_uri: str, delta_uri: str = "
         task_uri = storage_join(out, task)
         json_uri = storage_join(task_uri, "eval.json")
         if storage_exists(json_uri):  # eval.json is written last: present = complete
-            reports[task] = (json_uri, storage.read_json(json_uri))
+            reports[task] = (json_uri, store.read_json(json_uri))
             continue
         if model is None:
             model, tok = _load_for_eval(base_model, delta_uri)
@@ -333,7 +343,7 @@ def evaluate(*, storage: str, base_model: str, data_uri: str, delta_uri: str = "
             if report.get(k) is not None:
                 metrics[f"{task}_{k}"] = report[k]
         md.append(f"## {task}\n\n{ev.markdown_table(report)}\n\n`{json_uri}`\n")
-        png = storage.read_bytes(storage_join(json_uri.rsplit("/", 1)[0] if storage.is_s3(json_uri)
+        png = store.read_bytes(storage_join(json_uri.rsplit("/", 1)[0] if store.is_s3(json_uri)
                                               else str(Path(json_uri).parent), "eval.png"))
         html_parts.append(png_html(f"{label}: {task}", png))
     first_uri, first = next(iter(reports.values()))
@@ -375,11 +385,82 @@ def register_model(*, base_model: str, delta_uri: str, probe_uri: str, slam_eval
     tracking = TrackingConfig(uri=mlflow_uri, experiment=experiment or "slam", registry_name=registry_name)
     result = registry.register_delta(tracking, delta_uri, slam_eval_uri, name=registry_name,
                                      base=resolve_model(base_model) if base_model in PYPI_MODELS else base_model)
-    base_report, slam_report = storage.read_json(base_eval_uri), storage.read_json(slam_eval_uri)
-    probe = storage.read_json(probe_uri)
+    base_report, slam_report = store.read_json(base_eval_uri), store.read_json(slam_eval_uri)
+    probe = store.read_json(probe_uri)
     md = (f"# {result.name} version {result.version} ({result.alias})\n\n{result.reason}\n\n"
           f"Tuned layers: {probe.get('selected_layers')} (probe `{probe_uri}`)  \nDelta: `{delta_uri}`\n\n"
           f"{compare_table(base_report, slam_report, ('base', 'SLAM'))}\n")
     return {"uri": result.model_uri, "outputs": {"version": result.version, "alias": result.alias,
                                                  "created": result.created, "run_id": result.run_id},
             "metrics": {}, "markdown": md}
+
+
+def _train_config(*, root: str, base_model: str, data_uri: str, probe_uri: str, preset: str, overrides: str,
+                  launcher: str, mlflow_uri: str, experiment: str, **train: Any):
+    # On a cluster the pods resolve the model themselves (an s3:// dir); locally we hand over a path.
+    model = resolve_model(base_model) if launcher == "local" else base_model
+    return build_config(preset, overrides, model={"path": model}, data={"train": data_uri},
+                        train={"probe": probe_uri, "layers": None, **train}, storage={"root": root},
+                        tracking={"uri": mlflow_uri, "experiment": experiment or "slam"})
+
+
+@timed
+def tune_layer_count(*, storage: str, base_model: str, data_uri: str, probe_uri: str, k_grid: str,
+                     preset: str = "", overrides: str = "", launcher: str = "local", mlflow_uri: str = "",
+                     experiment: str = "slam") -> dict:
+    """Ray Tune over k (how many probed layers to tune) with a reduced budget; the best k by tune.metric.
+
+    A one-value grid needs no search: that k is returned without starting Ray."""
+    from slam.config import parse_int_list
+    from slam.launchers import get_launcher
+
+    root = storage_root(storage)
+    ks = parse_int_list(k_grid, "k_grid")
+    if not ks or any(k <= 0 for k in ks):
+        raise SlamError(f"k_grid must list positive layer counts like 2,4,6; got {k_grid!r}")
+    key = step_key("tune", model=base_model, data=data_uri, probe=probe_uri, k=ks, preset=preset,
+                   overrides=parse_overrides(overrides))
+    out = step_uri(root, "tune", key)
+    if len(ks) == 1:
+        result = {"best_k": ks[0], "trials": [], "note": "one-value k_grid: no search"}
+    else:
+        cfg = _train_config(root=root, base_model=base_model, data_uri=data_uri, probe_uri=probe_uri,
+                            preset=preset, overrides=overrides, launcher=launcher, mlflow_uri=mlflow_uri,
+                            experiment=experiment)
+        cfg = cfg.replace(tune={"k_grid": ks, "name": cfg.tune.name or f"tune-{key}"})
+        result = get_launcher(launcher).tune(cfg, step="tune", key=key)
+    results_uri = store.write_json(store.join(out, "tune.json"), result)
+    trials = result.get("trials") or []
+    metric = result.get("metric", "val_loss")
+    rows = ["| k | " + metric + " | |", "|---:|---:|:--|"]
+    metrics: dict[str, float] = {"best_k": float(result["best_k"])}
+    for t in sorted(trials, key=lambda t: t.get("k", 0)):
+        v = t.get(metric)
+        rows.append(f"| {t.get('k')} | {v if v is None else f'{v:.4f}'} | {'best' if t.get('k') == result['best_k'] else ''} |")
+        if isinstance(v, (int, float)):
+            metrics[f"{metric}_k{t.get('k')}"] = float(v)
+    md = (f"# Layer-count search\n\nBest k = **{result['best_k']}** (grid {ks}, {metric})\n\n"
+          + ("\n".join(rows) if trials else result.get("note", "")) + f"\n\n`{results_uri}`\n")
+    return {"uri": results_uri, "outputs": {"best_k": int(result["best_k"])}, "metrics": metrics, "markdown": md}
+
+
+@timed
+def train_slam(*, storage: str, base_model: str, data_uri: str, probe_uri: str, top_k: int, preset: str = "",
+               overrides: str = "", launcher: str = "local", mlflow_uri: str = "", experiment: str = "slam") -> dict:
+    """Fine-tune the FFN up/down of the probe's top-k layers; the delta lands under storage."""
+    from slam.launchers import get_launcher
+    from slam.train import layers_to_tune
+
+    root = storage_root(storage)
+    cfg = _train_config(root=root, base_model=base_model, data_uri=data_uri, probe_uri=probe_uri, preset=preset,
+                        overrides=overrides, launcher=launcher, mlflow_uri=mlflow_uri, experiment=experiment,
+                        top_k=int(top_k))
+    layers = layers_to_tune(cfg)
+    key = step_key("train", model=base_model, data=data_uri, probe=probe_uri, k=int(top_k), preset=preset,
+                   overrides=parse_overrides(overrides))
+    result = get_launcher(launcher).train(cfg, step="train", key=key)
+    metrics = {k: float(v) for k, v in (result.get("metrics") or {}).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {"uri": result["delta_uri"], "outputs": {"layers": ",".join(map(str, layers)),
+                                                    "run_name": result.get("run_name", "")},
+            "metrics": metrics, "markdown": ""}

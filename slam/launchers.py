@@ -1,0 +1,115 @@
+"""Where the train/tune steps run: one interface, two targets.
+
+    launcher = get_launcher("local")                       # in-process Ray (kfp.local, `slam demo`, CI)
+    launcher = get_launcher("kuberay", namespace="slam")   # a KubeRay RayJob per step (in a KFP pod)
+    out = launcher.train(cfg, step="train", key="3f9c0a1b2c4d")   # {"delta_uri", "metrics", "run_name"}
+    out = launcher.tune(cfg, step="tune", key="…")                # {"best_k", "trials", "results_uri"}
+
+Both targets read and write only by URI under cfg.storage.root, so the caller never cares which ran.
+`key` is deterministic (slam.steps.step_key): the RayJob name derives from it, so re-running or
+retrying a step re-attaches to the same RayJob instead of creating a second one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Protocol
+
+import yaml
+
+from slam import storage
+from slam.config import SlamConfig, to_dict
+from slam.errors import SlamError
+
+log = logging.getLogger(__name__)
+
+
+class Launcher(Protocol):
+    def train(self, cfg: SlamConfig, *, step: str, key: str) -> dict[str, Any]: ...
+
+    def tune(self, cfg: SlamConfig, *, step: str, key: str) -> dict[str, Any]: ...
+
+
+class LocalLauncher:
+    """In-process Ray on this machine (or `ray_address`): slam.distributed.train.fit / .tune."""
+
+    def __init__(self, ray_address: str | None = None) -> None:
+        self.ray_address = ray_address
+
+    def train(self, cfg: SlamConfig, *, step: str, key: str) -> dict[str, Any]:
+        from slam.distributed.train import fit
+
+        result = fit(cfg, num_workers=cfg.train.num_workers, storage=cfg.storage.root, ray_address=self.ray_address)
+        return {"delta_uri": result.delta_uri, "metrics": dict(result.metrics), "run_name": result.run_name}
+
+    def tune(self, cfg: SlamConfig, *, step: str, key: str) -> dict[str, Any]:
+        from slam.distributed import tune as tuning
+
+        return tuning.tune_layers(cfg, storage=cfg.storage.root, ray_address=self.ray_address)
+
+
+class KubeRayTarget:
+    """A RayJob per step via slam.launch (the config travels as a YAML next to the step's outputs)."""
+
+    def __init__(self, namespace: str, *, api: Any = None, core_api: Any = None, shape: Any = None,
+                 settings: Any = None) -> None:
+        self.namespace = namespace
+        self.api, self.core_api, self.shape, self.settings = api, core_api, shape, settings
+
+    def _apis(self) -> tuple[Any, Any]:
+        if self.api is None:
+            from kubernetes import client, config
+
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+            self.api, self.core_api = client.CustomObjectsApi(), client.CoreV1Api()
+        return self.api, self.core_api
+
+    def _run(self, cfg: SlamConfig, step: str, key: str, command: list[str], outputs: dict[str, str]) -> Any:
+        from slam.launch import ClusterShape, KubeRayLauncher, build_rayjob, rayjob_name
+
+        root = cfg.storage.root
+        if not storage.is_s3(root):
+            raise SlamError(f"launcher kuberay needs an s3:// storage prefix (pods share no disk), got {root}")
+        shape = self.shape or ClusterShape(num_workers=cfg.train.num_workers,
+                                           gpus_per_worker=1 if cfg.train.use_gpu else 0)
+        body = build_rayjob(rayjob_name(key, step), command, shape=shape, settings=self.settings,
+                            namespace=self.namespace, run_id=key, step=step, outputs=outputs)
+        api, core = self._apis()
+        result = KubeRayLauncher(api, self.namespace, core_api=core).run(body)
+        log.info("RayJob %s %s in %.0f s (%s)", result.name, result.job_status, result.elapsed_s,
+                 "re-attached" if result.reattached else "created")
+        return result
+
+    def _config_uri(self, cfg: SlamConfig, step: str, key: str) -> str:
+        uri = storage.join(cfg.storage.root, step, key, "config.yaml")
+        storage.write_text(uri, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        return uri
+
+    def train(self, cfg: SlamConfig, *, step: str, key: str) -> dict[str, Any]:
+        from slam.distributed.train import run_name_for
+
+        run_name = run_name_for(cfg)
+        delta = storage.join(cfg.storage.root, run_name, "delta")
+        result_uri = storage.join(cfg.storage.root, step, key, "result.json")
+        self._run(cfg, step, key, ["slam", "train", "--config", self._config_uri(cfg, step, key),
+                                   "--result", result_uri], {"delta": delta, "result": result_uri})
+        return storage.read_json(result_uri)
+
+    def tune(self, cfg: SlamConfig, *, step: str, key: str) -> dict[str, Any]:
+        result_uri = storage.join(cfg.storage.root, step, key, "result.json")
+        self._run(cfg, step, key, ["slam", "tune", "--config", self._config_uri(cfg, step, key),
+                                   "--result", result_uri], {"result": result_uri})
+        return storage.read_json(result_uri)
+
+
+def get_launcher(name: str, **kw: Any) -> Launcher:
+    if name == "local":
+        return LocalLauncher(kw.get("ray_address") or os.environ.get("SLAM_RAY_ADDRESS") or None)
+    if name == "kuberay":
+        return KubeRayTarget(kw.get("namespace") or os.environ.get("SLAM_K8S_NAMESPACE", "slam"), **{
+            k: v for k, v in kw.items() if k in ("api", "core_api", "shape", "settings")})
+    raise SlamError(f"unknown launcher {name!r}: local (in-process Ray) or kuberay (a RayJob per step)")
