@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "slam.commands.train",
     "slam.commands.merge",
     "slam.commands.evaluate",
+    "slam.commands.tune",
     "slam.commands.register",
     "slam.commands.runs",
     "slam.commands.pipeline",

@@ -1,0 +1,292 @@
+"""Ray Tune over SLAM's most sensitive knob: k, how many of the probe's top-ranked layers to tune (plus lr, selection).
+
+    from slam.distributed.tune import tune_search
+    outcome = tune_search(cfg)                    # cfg.tune: k_grid, lr_grid, selections, search, max_steps, asha
+    slam tune --config configs/smollm2-demo.yaml --set tune.k_grid=[2,4,6]
+
+Each trial is a reduced-budget SLAM training run: a function trainable that calls
+`slam.distributed.train.fit` (a TorchTrainer) with `TuneReportCallback` — Ray 2.60's Train V2 rejects
+`Tuner(TorchTrainer)`. Layers per trial come from the probe report (`slam.probe.select_layers`). Trial
+and run names are derived from the search point, so re-running the same search resumes it
+(`Tuner.restore`) and a restarted trial resumes its training run from its last checkpoint.
+Results (best.json, results.csv/json, tune.png) are written to storage before anything is logged to
+MLflow, so an MLflow outage never loses them. MLflow: one `tune` run, each trial's training run nested
+under it (via tracking.parent_run_id).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import logging
+import math
+import os
+import random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from slam import storage
+from slam.config import SlamConfig, from_dict, to_dict
+from slam.errors import SlamError
+
+log = logging.getLogger(__name__)
+
+RESULT_COLUMNS = ["trial", "k", "selection", "lr", "layers", "status", "steps", "train_loss", "val_loss",
+                  "val_accuracy", "trainable_fraction", "wall_time", "run_dir"]
+
+
+@dataclass(frozen=True)
+class TuneOutcome:
+    best: dict[str, Any]
+    """k, layers, lr, selection, metric name and value, the trial's run dir and delta."""
+    rows: list[dict[str, Any]]
+    out_uri: str
+    """Where best.json, results.csv, results.json and tune.png were written."""
+    experiment_path: str
+    parent_run_id: str
+
+
+def search_points(cfg: SlamConfig, report: dict) -> list[dict[str, Any]]:
+    """The trials, in a fixed order: grid = k x lr x selection x num_samples; random = a seeded sample."""
+    from slam.probe import select_layers
+
+    tc = cfg.tune
+    lrs = tc.lr_grid or [cfg.train.lr]
+    n_layers = len(report.get("scores") or [])
+    bad = [k for k in tc.k_grid if not 1 <= k <= n_layers]
+    if bad:
+        raise SlamError(f"tune.k_grid: {bad} outside 1..{n_layers} (the probed model has {n_layers} layers)")
+    grid = list(itertools.product(tc.k_grid, lrs, tc.selections))
+    if tc.search == "random":
+        combos = [(k, lr, sel, 0) for k, lr, sel in
+                  random.Random(cfg.data.seed).sample(grid, min(tc.num_samples, len(grid)))]
+    else:
+        combos = [(k, lr, sel, rep) for rep in range(tc.num_samples) for k, lr, sel in grid]
+    points = []
+    for k, lr, sel, rep in combos:
+        points.append({"k": k, "lr": lr, "selection": sel, "rep": rep, "layers": select_layers(report, k, sel),
+                       "trial": f"k{k}-{sel}-lr{lr:g}" + (f"-r{rep}" if rep else "")})
+    return points
+
+
+def _search_name(cfg: SlamConfig) -> str:
+    """cfg.tune.name, or a hash of what defines the search (so an identical re-run resumes it)."""
+    if cfg.tune.name:
+        return cfg.tune.name
+    from slam.train import data_fingerprint
+
+    d = {"tune": to_dict(cfg.tune), "model": cfg.model.path, "probe": cfg.train.probe, "data": to_dict(cfg.data),
+         "train": {k: v for k, v in to_dict(cfg.train).items()
+                   if k not in ("num_workers", "use_gpu", "cpus_per_worker", "max_failures", "run_name")}}
+    h = storage.fingerprint_bytes(json.dumps(d, sort_keys=True).encode(), data_fingerprint(cfg.data.train).encode())
+    return f"tune-{h[:10]}"
+
+
+def _trial_cfg(cfg: SlamConfig, point: dict[str, Any], name: str, parent_run_id: str) -> dict[str, Any]:
+    tc, t = cfg.tune, cfg.train
+    report_every = max(1, min(t.report_every, tc.max_steps))
+    return to_dict(cfg.replace(
+        train={"layers": point["layers"], "lr": point["lr"], "max_steps": tc.max_steps, "seed": t.seed + point["rep"],
+               "report_every": report_every, "val_every": report_every if tc.metric == "val_loss" else t.val_every,
+               "run_name": f"{name}-{point['trial']}", "method": "slam"},
+        tracking={"parent_run_id": parent_run_id}))
+
+
+def _trial(config: dict[str, Any], cfgs: dict[str, dict], trials_root: str, num_workers: int) -> None:
+    """One Tune trial = one reduced-budget SLAM training run on Ray Train (runs inside a Tune actor)."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from slam.distributed.train import fit
+
+    cfg = from_dict(SlamConfig, cfgs[config["point"]["trial"]])
+    fit(cfg, num_workers=num_workers, storage=trials_root, callbacks=[TuneReportCallback()])
+
+
+def _max_concurrent(cfg: SlamConfig, num_workers: int) -> int:
+    import ray
+
+    if cfg.tune.max_concurrent_trials:
+        return cfg.tune.max_concurrent_trials
+    res = ray.cluster_resources()
+    if cfg.train.use_gpu:
+        return max(1, int(res.get("GPU", 0) // num_workers))
+    # a trial's driver takes 0.01 CPU on top of its workers
+    return max(1, int(res.get("CPU", 1) // (num_workers * cfg.train.cpus_per_worker + 0.01)))
+
+
+def _init_ray(ray_address: str | None) -> None:
+    import ray
+
+    from slam.distributed.train import WORKER_ENV
+    from slam.train_parts import default_extensions_dir
+
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", default_extensions_dir())
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Reports at checkpoint steps may lack val_loss; the ASHA scheduler skips those, Tune must not fail on them.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    if ray.is_initialized():
+        return
+    env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
+    if ray_address:
+        ray.init(address=ray_address, runtime_env={"env_vars": env})
+    else:
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, runtime_env={"env_vars": env})
+
+
+def _rows(results: Any, points: dict[str, dict], max_steps: int, run_dirs: dict[str, str]) -> list[dict[str, Any]]:
+    rows = []
+    for r in results:
+        p = points[r.config["point"]["trial"]]
+        m = r.metrics or {}
+        steps = m.get("step")
+        status = "error" if r.error else ("complete" if steps == max_steps and "delta_uri" in m else "stopped")
+        rows.append({"trial": p["trial"], "k": p["k"], "selection": p["selection"], "lr": p["lr"],
+                     "layers": p["layers"], "status": status, "steps": steps, "train_loss": m.get("train_loss"),
+                     "val_loss": m.get("val_loss"), "val_accuracy": m.get("val_accuracy"),
+                     "trainable_fraction": m.get("trainable_fraction"), "wall_time": m.get("wall_time"),
+                     "run_dir": run_dirs[p["trial"]], "delta_uri": m.get("delta_uri")})
+    order = {name: i for i, name in enumerate(points)}
+    return sorted(rows, key=lambda row: order[row["trial"]])
+
+
+def pick_best(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """Best completed trial by `metric` (min loss / max accuracy); trials ASHA stopped only if none completed."""
+    scored = [r for r in rows if isinstance(r.get(metric), (int, float)) and not math.isnan(r[metric])]
+    done = [r for r in scored if r["status"] == "complete"] or scored
+    if not done:
+        raise SlamError(f"no Tune trial reported {metric}: see the trial errors in the results table")
+    sign = 1 if metric.endswith("loss") else -1
+    return min(done, key=lambda r: (sign * r[metric], r["k"]))
+
+
+def write_outputs(rows: list[dict[str, Any]], best: dict[str, Any], metric: str, out_uri: str) -> None:
+    """best.json, results.json, results.csv and tune.png (metric vs k) under out_uri, all at once."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with tempfile.TemporaryDirectory(prefix="slam-tune-") as tmp:
+        d = Path(tmp)
+        (d / "best.json").write_text(json.dumps(best, indent=2, default=str) + "\n")
+        (d / "results.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows({**r, "layers": " ".join(map(str, r["layers"]))} for r in rows)
+        (d / "results.csv").write_text(buf.getvalue())
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for (sel, lr), group in itertools.groupby(sorted(rows, key=lambda r: (r["selection"], r["lr"], r["k"])),
+                                                  key=lambda r: (r["selection"], r["lr"])):
+            pts = [(r["k"], r[metric]) for r in group if isinstance(r.get(metric), (int, float))]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=f"{sel}, lr={lr:g}")
+        ax.axvline(best["k"], color="grey", linestyle=":", label=f"best k={best['k']}")
+        ax.set_xlabel("k (layers tuned)")
+        ax.set_ylabel(metric)
+        ax.set_title("SLAM: validation metric vs number of tuned layers")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(d / "tune.png", dpi=100)
+        plt.close(fig)
+        storage.publish_dir(d, out_uri)
+
+
+def tune_search(cfg: SlamConfig, *, storage_root: str | None = None, ray_address: str | None = None,
+                num_workers: int = 1, out_uri: str | None = None) -> TuneOutcome:
+    """Run (or resume) the search; write best/results/plot to storage, then log them to MLflow."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from slam.train import check_inputs
+    from slam.tracking import get_tracker
+
+    tc = cfg.tune
+    # ---- validate everything before starting Ray ----------------------------------------------------
+    problems = []
+    if not cfg.train.probe:
+        problems.append("train.probe is empty: Tune picks each trial's layers from a probe.json (`slam probe`)")
+    if tc.metric == "val_accuracy" and not cfg.train.val_accuracy_limit:
+        problems.append("tune.metric=val_accuracy needs train.val_accuracy_limit > 0 (questions per language)")
+    if tc.max_steps <= 0 or tc.num_samples <= 0:
+        problems.append("tune.max_steps and tune.num_samples must be > 0")
+    if problems:
+        raise SlamError("cannot tune: " + "; ".join(problems))
+    report = storage.read_json(cfg.train.probe)
+    points = {p["trial"]: p for p in search_points(cfg, report)}
+    check_inputs(cfg.replace(train={"layers": next(iter(points.values()))["layers"]}))
+
+    root = storage_root or cfg.storage.root
+    if not storage.is_s3(root):
+        root = str(Path(root).resolve())
+    name = _search_name(cfg)
+    out_uri = out_uri or storage.join(root, f"{name}-result")
+    experiment_path = storage.join(root, name)
+    mode = "min" if tc.metric.endswith("loss") else "max"
+
+    tracker = get_tracker(cfg.tracking)
+    with tracker.run(name, key=f"tune/{name}", tags={"slam.step": "tune"}) as parent:
+        parent.log_params({"k_grid": tc.k_grid, "lr_grid": tc.lr_grid or [cfg.train.lr], "selections": tc.selections,
+                           "search": tc.search, "metric": tc.metric, "max_steps": tc.max_steps, "asha": tc.asha,
+                           "base_model": cfg.model.path, "probe": cfg.train.probe, "trials": len(points)})
+        cfgs = {trial: _trial_cfg(cfg, p, name, parent.id) for trial, p in points.items()}
+        _init_ray(ray_address)
+        trials_root = storage.join(root, f"{name}-trials")
+        run_dirs = {trial: storage.join(trials_root, c["train"]["run_name"]) for trial, c in cfgs.items()}
+        trainable = tune.with_resources(
+            tune.with_parameters(_trial, cfgs=cfgs, trials_root=trials_root,
+                                 num_workers=num_workers), {"cpu": 0.01})
+        # ASHA's rungs count reports: one per train.report_every steps, plus the final one
+        n_reports = math.ceil(tc.max_steps / max(1, min(cfg.train.report_every, tc.max_steps))) + 1
+        use_asha = tc.asha and tc.metric == "val_loss" and len(points) > 1
+        scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=n_reports,
+                                   grace_period=min(tc.grace_period, n_reports), reduction_factor=2)
+                     if use_asha else FIFOScheduler())
+        if tune.Tuner.can_restore(experiment_path):
+            log.info("resuming Tune search %s from %s", name, experiment_path)
+            tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space={"point": tune.grid_search([{"trial": t} for t in points])},
+                tune_config=tune.TuneConfig(metric=tc.metric, mode=mode, scheduler=scheduler,
+                                            max_concurrent_trials=_max_concurrent(cfg, num_workers),
+                                            trial_name_creator=lambda t: t.config["point"]["trial"],
+                                            trial_dirname_creator=lambda t: t.config["point"]["trial"]),
+                run_config=tune.RunConfig(name=name, storage_path=root, verbose=1),
+            )
+        log.info("Tune search %s: %d trials (%s), metric %s, %s", name, len(points), tc.search, tc.metric,
+                 "ASHA" if use_asha else "no early stopping")
+        results = tuner.fit()
+        rows = _rows(results, points, tc.max_steps, run_dirs)
+        best_row = pick_best(rows, tc.metric)
+        best = {"k": best_row["k"], "layers": best_row["layers"], "lr": best_row["lr"],
+                "selection": best_row["selection"], "metric": tc.metric, "value": best_row[tc.metric],
+                "trial": best_row["trial"], "run_dir": best_row["run_dir"], "delta_uri": best_row["delta_uri"],
+                "search": name}
+        write_outputs(rows, best, tc.metric, out_uri)  # storage first: an MLflow outage must not lose these
+
+        for row in rows:  # the trial's own training run (nested by parent_run_id): add the search's view
+            with tracker.run(row["trial"], key=cfgs[row["trial"]]["train"]["run_name"], parent_run_id=parent.id,
+                             tags={"slam.step": "tune-trial", "slam.trial_status": row["status"]}) as run:
+                run.log_params({"k": row["k"], "selection": row["selection"], "lr": row["lr"],
+                                "layers": ",".join(map(str, row["layers"]))})
+                run.log_metrics({m: row[m] for m in ("val_loss", "train_loss", "val_accuracy")
+                                 if isinstance(row.get(m), (int, float))})
+        parent.log_params({"best_k": best["k"], "best_layers": ",".join(map(str, best["layers"])),
+                           "best_lr": best["lr"], "best_selection": best["selection"]})
+        parent.log_metrics({f"best_{tc.metric}": best["value"]})
+        with storage.local_copy(out_uri) as d:
+            for f in ("best.json", "results.csv", "results.json", "tune.png"):
+                parent.log_artifact(Path(d) / f, "tune")
+        parent.set_tags({"slam.tune_out": out_uri})
+    failed = [r["trial"] for r in rows if r["status"] == "error"]
+    if failed:
+        log.warning("trials that failed: %s (see %s)", ", ".join(failed), experiment_path)
+    return TuneOutcome(best=best, rows=rows, out_uri=out_uri, experiment_path=experiment_path,
+                       parent_run_id=parent.id)
