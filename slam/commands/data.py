@@ -11,6 +11,9 @@ import argparse
 import json
 
 
+FORMATS = ["auto", "records", "mgsm", "mathoctopus", "msvamp", "gsm8k", "generic"]
+
+
 def _langs(text: str | None) -> list[str] | None:
     return [x.strip() for x in text.split(",") if x.strip()] if text else None
 
@@ -30,6 +33,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--translation-ratio", type=float, default=1.0,
                    help="X->English translation examples per non-English cot example, 0..1")
     s.set_defaults(func=run_synth)
+
+    b = dsub.add_parser("build", help="build a SLAM training set (cot + translate tasks, split by problem)")
+    b.add_argument("--out", required=True, help="output dir or s3:// URI")
+    src = b.add_mutually_exclusive_group()
+    src.add_argument("--shared-data", default=None,
+                     help="dir holding gsm8k/ and qalign_gsmtrans/ (default: ../shared/data): the real-data build")
+    src.add_argument("--records", nargs="+", default=None,
+                     help="Record JSONL file(s) instead: questions per language, English CoT on the en rows")
+    b.add_argument("--langs", default=None, help="comma list of non-English languages (default: all available)")
+    b.add_argument("--no-english", action="store_true", help="leave out the English cot examples")
+    b.add_argument("--translation-ratio", type=float, default=1.0,
+                   help="X->English translation examples per non-English cot example, 0..1")
+    b.add_argument("--val-fraction", type=float, default=0.05, help="share of problems held out for validation")
+    b.add_argument("--seed", type=int, default=0)
+    b.set_defaults(func=run_build)
+
+    v = dsub.add_parser("validate", help="check a data file; bad rows go to a quarantine file with reasons")
+    v.add_argument("file", help="local path or s3:// URI")
+    v.add_argument("--format", default="auto", choices=FORMATS,
+                   help="auto = guess from the name (mgsm_xx.tsv, test_<Language>.json, mgsm_<Language>.json, "
+                        "*.jsonl Record or GSM8K rows)")
+    v.add_argument("--lang", default=None, help="the file's language (tsv/mathoctopus/msvamp files)")
+    v.add_argument("--langs", default=None, help="languages that must end up non-empty (comma list)")
+    v.add_argument("--map", default=None,
+                   help="generic format: field=column pairs, e.g. question=q,gold=answer,lang==de (=x: constant)")
+    v.add_argument("--max-chars", type=int, default=6000, help="longer question+answer rows are quarantined")
+    v.add_argument("--quarantine", default=None, help="where to write rejected rows (default: ./<name>.quarantine.jsonl)")
+    v.set_defaults(func=run_validate)
 
 
 def _print_counts(manifest: dict) -> None:
@@ -51,6 +82,147 @@ def run_synth(args: argparse.Namespace) -> int:
                      translation_ratio=args.translation_ratio)
     _print_counts(manifest)
     print(f"wrote {args.out} in {time.perf_counter() - t0:.2f}s")
+    return 0
+
+
+def run_build(args: argparse.Namespace) -> int:
+    import time
+
+    t0 = time.perf_counter()
+    if args.records:
+        manifest = _build_from_records(args)
+    else:
+        from slam.data.real import QALIGN_LANGS, build_real
+
+        shared = args.shared_data or _default_shared()
+        manifest = build_real(shared, args.out, langs=_langs(args.langs) or list(QALIGN_LANGS),
+                              translation_ratio=args.translation_ratio, val_fraction=args.val_fraction,
+                              seed=args.seed, include_english=not args.no_english)
+    _print_counts(manifest)
+    print(f"quarantined: {manifest['quarantined']}" + (f" ({args.out}/quarantine.jsonl)" if manifest["quarantined"]
+                                                       else ""))
+    print(f"wrote {args.out} in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def _default_shared() -> str:
+    from pathlib import Path
+
+    from slam.errors import SlamError
+
+    for p in (Path.cwd().parent / "shared" / "data", Path(__file__).resolve().parents[3] / "shared" / "data"):
+        if (p / "gsm8k").is_dir():
+            return str(p)
+    raise SlamError("no shared data found at ../shared/data; pass --shared-data DIR or --records FILE")
+
+
+def _build_from_records(args: argparse.Namespace) -> dict:
+    from slam.data.build import make_examples, split_by_problem, write_dataset
+    from slam.data.loaders import raw_records
+    from slam.data.validate import validate_rows
+
+    rows = [r for uri in args.records for r in raw_records(uri)]
+    langs = _langs(args.langs)
+    res = validate_rows(rows, langs=langs, what=", ".join(args.records), require_gold=False)
+    records = [r for r in res.records if not langs or r.lang in langs or r.lang == "en"]
+    quarantine = list(res.quarantine)
+    val_ids = split_by_problem({r.problem_id for r in records}, args.val_fraction, args.seed)
+    examples = {}
+    for split, in_val in (("train", False), ("val", True)):
+        ex, q = make_examples([r for r in records if (r.problem_id in val_ids) == in_val],
+                              translation_ratio=args.translation_ratio, seed=args.seed)
+        examples[split] = [e for e in ex if not (args.no_english and e["lang"] == "en")]
+        quarantine += [{"reason": "no_pair", "detail": x.pop("reason"), "where": "", "row": x} for x in q]
+    from slam.data.build import sha256_file
+    from slam import storage
+
+    sources = {}
+    for uri in args.records:
+        with storage.local_copy(uri) as p:
+            sources[uri] = sha256_file(p)
+    manifest = {"generator": "slam.data.build/records", "seed": args.seed, "translation_ratio": args.translation_ratio,
+                "val_fraction": args.val_fraction, "sources": sources, "validation": res.summary}
+    return write_dataset(args.out, examples, manifest, quarantine=quarantine)
+
+
+def _guess_format(name: str) -> str:
+    import re
+
+    base = name.rsplit("/", 1)[-1]
+    if re.fullmatch(r"mgsm_[a-z]{2}\.tsv", base):
+        return "mgsm"
+    if re.fullmatch(r"test_[A-Z][a-z]+\.json", base):
+        return "msvamp"
+    if re.fullmatch(r"mgsm_[A-Z][a-z]+\.json", base):
+        return "mathoctopus"
+    if base.endswith((".csv", ".parquet", ".tsv")):
+        return "generic"
+    if base.endswith((".jsonl", ".json")):
+        return "jsonl"
+    from slam.errors import SlamError
+
+    raise SlamError(f"cannot guess the format of {base}; pass --format ({', '.join(FORMATS[1:])})")
+
+
+def _file_lang(name: str, fmt: str, given: str | None) -> str:
+    import re
+
+    from slam import langs
+    from slam.errors import SlamError
+
+    if given:
+        return given
+    base = name.rsplit("/", 1)[-1]
+    m = re.fullmatch(r"mgsm_([a-z]{2})\.tsv", base)
+    if m:
+        return m.group(1)
+    m = re.fullmatch(r"(?:test|mgsm)_([A-Z][a-z]+)\.json", base)
+    if m and m.group(1) in langs.BY_NAME:
+        return langs.BY_NAME[m.group(1)]
+    raise SlamError(f"which language is {base}? pass --lang (format {fmt})")
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from slam import storage
+    from slam.data import loaders as Ld
+    from slam.data.validate import validate_rows
+    from slam.errors import SlamError
+
+    if not storage.exists(args.file):
+        raise SlamError(f"file not found: {args.file}")
+    fmt = args.format if args.format != "auto" else _guess_format(args.file)
+    kw: dict = {"max_chars": args.max_chars}
+    if fmt == "jsonl":
+        first = next((ln for ln in storage.read_bytes(args.file).decode("utf-8", "replace").splitlines()
+                      if ln.strip()), "")
+        fmt = "records" if '"problem_id"' in first else "gsm8k" if "####" in first else "generic"
+    if fmt == "records":
+        rows, kw["require_gold"] = Ld.raw_records(args.file), False
+    elif fmt == "mgsm":
+        lang = _file_lang(args.file, fmt, args.lang)
+        rows, kw["dedupe_text"] = Ld.raw_tsv(args.file, lang, prefix="mgsm", source="mgsm"), False
+    elif fmt == "mathoctopus":
+        rows, kw["dedupe_text"] = Ld.raw_mathoctopus(args.file, _file_lang(args.file, fmt, args.lang)), False
+    elif fmt == "msvamp":
+        rows, kw["dedupe_text"] = Ld.raw_msvamp_file(args.file, _file_lang(args.file, fmt, args.lang)), False
+    elif fmt == "gsm8k":
+        rows, kw["require_answer"] = Ld.raw_gsm8k(args.file), True
+    else:
+        if not args.map:
+            raise SlamError("generic format needs --map, e.g. --map question=q,gold=answer,lang==de")
+        mapping = dict(pair.split("=", 1) for pair in args.map.split(",") if "=" in pair)
+        rows, kw["require_gold"] = Ld.raw_generic(args.file, mapping), "gold" in mapping
+    name = args.file.rsplit("/", 1)[-1]
+    quarantine_path = args.quarantine or str(Path.cwd() / f"{name}.quarantine.jsonl")
+    res = validate_rows(rows, langs=_langs(args.langs), what=name, **kw)
+    print(f"{name} ({fmt}): {res.line()}")
+    if res.quarantine:
+        storage.write_text(quarantine_path, "".join(_dump(q) + "\n" for q in res.quarantine))
+        print(f"quarantine: {quarantine_path}")
+        for q in res.quarantine[:5]:
+            print(f"  {q['where']}: {q['reason']}: {q['detail']}")
     return 0
 
 
