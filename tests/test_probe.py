@@ -1,0 +1,270 @@
+"""Layer probe: shapes and hygiene across architectures, a planted language-specific layer every method
+must find, selection, fingerprints and the `slam probe` CLI.
+
+    .venv/bin/python -m pytest -q tests/test_probe.py
+"""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from slam.errors import SlamError
+from slam.probe import model_fingerprint, run_probe, select_layers
+from slam.testing import tiny_model, tiny_tokenizer
+
+WORDS = {  # parallel word lists (same index = same word)
+    "en": "tom has apples and buys more how many does he now cat sat on red mat".split(),
+    "de": "tom hat äpfel und kauft mehr wie viele hat er jetzt katze saß auf roter matte".split(),
+    "es": "tom tiene manzanas y compra más cuántas muchas tiene él ahora gato sentó en roja alfombra".split(),
+    "ru": "том имеет яблоки и покупает ещё сколько много имеет он теперь кот сидел на красном коврике".split(),
+}
+assert len({len(w) for w in WORDS.values()}) == 1
+LANGS = list(WORDS)
+
+
+def make_records(n: int = 12, seed: int = 0) -> list[dict]:
+    """Parallel synthetic questions: the same word positions and numbers in every language."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        idx = [rng.randrange(len(WORDS["en"])) for _ in range(rng.randint(4, 12))]
+        nums = [str(rng.randint(1, 99)) for _ in range(2)]
+        for lang in LANGS:
+            q = " ".join([WORDS[lang][j] for j in idx] + nums)
+            out.append({"lang": lang, "problem_id": f"p{i}", "question": q})
+    return out
+
+
+@pytest.fixture(scope="module")
+def records():
+    return make_records()
+
+
+@pytest.fixture(scope="module")
+def tok(records):
+    return tiny_tokenizer([r["question"] for r in records] * 3, vocab_size=600)
+
+
+def exclusive_token_ids(tok, records, lang: str) -> list[int]:
+    """Token ids that occur in `lang`'s questions and in no other language's."""
+    seen: dict[str, set[int]] = {}
+    for r in records:
+        seen.setdefault(r["lang"], set()).update(tok(r["question"], add_special_tokens=False)["input_ids"])
+    others = set().union(*(s for k, s in seen.items() if k != lang))
+    return sorted(seen[lang] - others)
+
+
+def planted_llama(tok, x_ids: list[int], layer: int, num_layers: int = 4, n_neurons: int = 16,
+                  write: bool = False):
+    """A tiny llama in which `n_neurons` FFN neurons of `layer` (and only those) fire exactly on tokens
+    `x_ids`. Embeddings get a shared direction c on every token and a direction v on x_ids; every
+    other weight that reads or writes the residual stream has span(v, c) projected out, so only the
+    planted gate rows (proportional to v - c) can see the language: pre-activation +s on x_ids, -s
+    elsewhere. With write=False the planted neurons write nothing back (a pure FFN signal); with
+    write=True they write a fixed direction, which the residual stream carries upwards (for cosine)."""
+    model = tiny_model("llama", num_layers=num_layers, vocab_size=len(tok))
+    h = model.config.hidden_size
+    basis, _ = torch.linalg.qr(torch.randn(h, 3, generator=torch.Generator().manual_seed(1)))
+    v, c, d = basis.T
+    q = torch.eye(h) - torch.outer(v, v) - torch.outer(c, c)
+    with torch.no_grad():
+        emb = model.model.embed_tokens.weight
+        emb.copy_(emb @ q + c)
+        emb[x_ids] += 2 * v
+        for lyr in model.model.layers:
+            a, m = lyr.self_attn, lyr.mlp
+            for lin in (a.q_proj, a.k_proj, a.v_proj, m.gate_proj, m.up_proj):
+                lin.weight.copy_(lin.weight @ q)
+            for lin in (a.o_proj, m.down_proj):
+                lin.weight.copy_(q @ lin.weight)
+        m = model.model.layers[layer].mlp
+        m.gate_proj.weight[:n_neurons] = 4 * (v - c)
+        m.down_proj.weight[:, :n_neurons] = 0
+        if write:
+            m.up_proj.weight[:n_neurons] = 4 * (v - c)
+            m.down_proj.weight[:, :n_neurons] = 3 * d[:, None]
+    return model
+
+
+# --------------------------------------------------------------------------------------------------
+# Across architectures
+
+ARCHS = ["llama", "qwen2", "phi3", "gpt2", "opt", "gpt_neox", "gemma", "falcon", "bloom"]
+
+
+ARCH_METHODS = [(a, "msd") for a in ARCHS] + [(a, m) for a in ("llama", "phi3", "gpt2", "opt", "gpt_neox")
+                                              for m in ("lape", "cosine")]
+
+
+@pytest.mark.parametrize("arch,method", ARCH_METHODS)
+def test_shapes_finite_and_hooks_removed(arch, method, tok, records):
+    model = tiny_model(arch, num_layers=3, vocab_size=len(tok))
+    r = run_probe(model, tok, records, method=method, top_k=2, batch_size=4, progress=False)
+    assert r["num_layers"] == 3 and len(r["scores"]) == 3 and sorted(r["ranking"]) == [0, 1, 2]
+    assert all(np.isfinite(r["scores"]))
+    assert r["langs"][0] == "en" and set(r["langs"]) == set(LANGS)
+    assert len(r["selected_layers"]) == 2 and r["selected_layers"] == sorted(r["selected_layers"])
+    for name, m in r["stats"]["matrices"].items():
+        assert np.array(m).shape == (3, len(LANGS)), name
+        assert np.isfinite(np.array(m)).all()
+    assert r["stats"]["questions"] == 12 and all(t > 0 for t in r["stats"]["tokens"].values())
+    for mod in model.modules():
+        assert not mod._forward_hooks and not mod._forward_pre_hooks
+    json.dumps(r)  # probe.json must serialise as is
+
+
+# FFN neuron activations written out by hand per architecture, from the MLP's input x
+BY_HAND = {
+    "llama": lambda mlp, x: mlp.act_fn(mlp.gate_proj(x)),
+    "phi3": lambda mlp, x: mlp.activation_fn(mlp.gate_up_proj(x)[..., : mlp.down_proj.in_features]),
+    "gpt2": lambda mlp, x: mlp.act(mlp.c_fc(x)),
+}
+
+
+@pytest.mark.parametrize("arch", list(BY_HAND))
+def test_fire_rate_matches_a_direct_computation(arch, tok, records):
+    """The hook path (fast sign test, fused halves, pre-hook on fc2) equals act(x) > 0 computed by hand."""
+    model = tiny_model(arch, num_layers=2, vocab_size=len(tok))
+    r = run_probe(model, tok, records, method="msd", top_k=1, batch_size=5, progress=False)
+    layers = model.transformer.h if arch == "gpt2" else model.model.layers
+    mlp = layers[1].mlp
+    captured = []
+    handle = mlp.register_forward_pre_hook(lambda _m, a: captured.append(a[0].detach()))
+    fired, n = 0.0, 0
+    with torch.no_grad():
+        for q in [x["question"] for x in records if x["lang"] == "de"]:
+            ids = tok(q, return_tensors="pt", return_special_tokens_mask=True)
+            model(input_ids=ids["input_ids"])
+            keep = ~ids["special_tokens_mask"][0].bool()
+            fired += float((BY_HAND[arch](mlp, captured[-1])[0][keep] > 0).float().mean(1).sum())
+            n += int(keep.sum())
+    handle.remove()
+    assert n == r["stats"]["tokens"]["de"]
+    np.testing.assert_allclose(r["stats"]["matrices"]["fire_rate"][1][1], fired / n, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["msd", "lape", "cosine"])
+def test_stable_under_batch_size(method, tok, records):
+    model = planted_llama(tok, exclusive_token_ids(tok, records, "ru"), layer=2)
+    runs = [run_probe(model, tok, records, method=method, top_k=2, batch_size=b, fire_fraction=0.3,
+                      progress=False) for b in (1, 5, 12)]
+    for r in runs[1:]:
+        assert r["ranking"] == runs[0]["ranking"]
+        np.testing.assert_allclose(r["scores"], runs[0]["scores"], rtol=1e-4, atol=1e-6)
+        assert r["data_fingerprint"] == runs[0]["data_fingerprint"]
+
+
+def test_deterministic_report(tok, records):
+    model = tiny_model("qwen2", num_layers=3, vocab_size=len(tok))
+    a = run_probe(model, tok, records, method="lape", top_k=2, progress=False)
+    b = run_probe(model, tok, list(reversed(records)), method="lape", top_k=2, progress=False)
+    assert json.dumps(a) == json.dumps(b)
+
+
+# --------------------------------------------------------------------------------------------------
+# The planted truth
+
+
+@pytest.mark.parametrize("layer", [1, 2, 3])
+@pytest.mark.parametrize("method", ["msd", "lape"])
+def test_neuron_methods_find_the_planted_layer(method, layer, tok, records):
+    x_ids = exclusive_token_ids(tok, records, "ru")
+    assert len(x_ids) >= 10
+    model = planted_llama(tok, x_ids, layer=layer)
+    r = run_probe(model, tok, records, method=method, top_k=1, progress=False)
+    assert r["ranking"][0] == layer and r["selected_layers"] == [layer]
+    second = sorted(r["scores"], reverse=True)[1]
+    assert r["scores"][layer] > 2 * second + 1e-3, r["scores"]
+    ru = r["langs"].index("ru")
+    if method == "msd":  # ru activates the 16 planted neurons, nobody else does
+        active = np.array(r["stats"]["matrices"]["active"][layer])
+        assert active[ru] == 1.0 and all(active[i] == pytest.approx(48 / 64) for i in range(4) if i != ru)
+    else:  # the specific neurons found there belong to ru
+        spec = np.array(r["stats"]["matrices"]["specific"][layer])
+        assert spec[ru] > 0 and spec.argmax() == ru
+
+
+def test_unplanted_twin_does_not_single_out_that_layer(tok, records):
+    """Control: the same construction without the planted rows gives no clear winner at that layer."""
+    x_ids = exclusive_token_ids(tok, records, "ru")
+    model = planted_llama(tok, x_ids, layer=2, n_neurons=0)
+    r = run_probe(model, tok, records, method="msd", top_k=1, progress=False)
+    assert r["scores"][2] < 1e-3
+
+
+def test_cosine_sees_a_planted_write_where_it_enters_the_residual(tok, records):
+    x_ids = exclusive_token_ids(tok, records, "ru")
+    model = planted_llama(tok, x_ids, layer=2, write=True)
+    r = run_probe(model, tok, records, method="cosine", top_k=1, progress=False)
+    sim = np.array(r["stats"]["matrices"]["similarity_en"])  # (layers, langs)
+    ru, de = r["langs"].index("ru"), r["langs"].index("de")
+    jumps = np.diff(sim[:, ru])
+    assert jumps.argmin() == 1 and jumps[1] < -0.2  # ru's similarity drops entering layer 2
+    assert abs(sim[2, de] - sim[1, de]) < 0.05  # other languages are untouched
+    assert r["ranking"][0] >= 2
+
+
+def test_cosine_of_a_language_with_itself_is_one(tok, records):
+    twin = records + [{**x, "lang": "xx"} for x in records if x["lang"] == "en"]
+    r = run_probe(tiny_model("llama", num_layers=2, vocab_size=len(tok)), tok, twin, method="cosine",
+                  langs=["en", "xx"], top_k=1, progress=False)
+    np.testing.assert_allclose(r["scores"], 0.0, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------
+# Selection, validation, fingerprints
+
+SEL_TABLE = [
+    # scores, k, selection, expected
+    ([0.1, 0.9, 0.2, 0.8, 0.7], 2, "top-k", [1, 3]),
+    ([0.1, 0.9, 0.2, 0.8, 0.7], 3, "top-k", [1, 3, 4]),
+    ([0.1, 0.9, 0.2, 0.8, 0.7], 2, "contiguous", [3, 4]),
+    ([0.1, 0.9, 0.2, 0.8, 0.7], 3, "contiguous", [1, 2, 3]),
+    ([0.5, 0.5, 0.5, 0.5], 2, "top-k", [0, 1]),  # ties go to lower layers
+    ([0.5, 0.5, 0.5, 0.5], 2, "contiguous", [0, 1]),
+    ([0.3, 0.1, 0.2], 3, "contiguous", [0, 1, 2]),
+]
+
+
+@pytest.mark.parametrize("scores,k,selection,expected", SEL_TABLE)
+def test_select_layers(scores, k, selection, expected):
+    assert select_layers({"scores": scores}, k, selection) == expected
+
+
+@pytest.mark.parametrize("report,k,selection,match", [
+    ({"scores": [0.1, 0.2]}, 3, "top-k", r"k must be an integer in 1\.\.2"),
+    ({"scores": [0.1, 0.2]}, 0, "top-k", "k must be"),
+    ({"scores": [0.1, 0.2]}, 1, "best", "selection must be one of"),
+    ({}, 1, "top-k", "no 'scores'"),
+])
+def test_select_layers_rejects_bad_input(report, k, selection, match):
+    with pytest.raises(SlamError, match=match):
+        select_layers(report, k, selection)
+
+
+@pytest.mark.parametrize("kwargs,records_filter,match", [
+    ({"method": "msd", "langs": ["de", "ru"]}, None, "add 'en'"),
+    ({"method": "lape", "langs": ["en", "fr"]}, None, r"no probe questions for language\(s\) fr"),
+    ({"method": "svd"}, None, "method must be one of"),
+    ({"top_k": 9}, None, r"top_k must be in 1\.\.2"),
+    ({"method": "lape"}, lambda r: not (r["lang"] == "ru" and r["problem_id"] != "p0")
+     and not (r["lang"] == "en" and r["problem_id"] == "p0"), "no problem_id is present in all"),
+    ({"langs": ["en"]}, None, "need at least 2"),
+])
+def test_bad_probe_input_is_one_clear_error(kwargs, records_filter, match, tok, records):
+    recs = [r for r in records if records_filter(r)] if records_filter else records
+    with pytest.raises(SlamError, match=match):
+        run_probe(tiny_model("llama", num_layers=2, vocab_size=len(tok)), tok, recs, progress=False,
+                  **{"top_k": 1, **kwargs})
+
+
+def test_model_fingerprint_is_dtype_independent_and_weight_sensitive():
+    m = tiny_model("llama", num_layers=2)
+    fp = model_fingerprint(m)
+    assert model_fingerprint(tiny_model("llama", num_layers=2).to(torch.bfloat16)) == fp
+    with torch.no_grad():
+        m.model.layers[1].mlp.up_proj.weight[0, 0] += 1.0
+    assert model_fingerprint(m) != fp
