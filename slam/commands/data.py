@@ -197,7 +197,7 @@ def run_validate(args: argparse.Namespace) -> int:
     if fmt == "jsonl":
         first = next((ln for ln in storage.read_bytes(args.file).decode("utf-8", "replace").splitlines()
                       if ln.strip()), "")
-        fmt = "records" if '"problem_id"' in first else "gsm8k" if "####" in first else "generic"
+        fmt = "gsm8k" if "####" in first else "generic" if first and '"problem_id"' not in first else "records"
     if fmt == "records":
         rows, kw["require_gold"] = Ld.raw_records(args.file), False
     elif fmt == "mgsm":
