@@ -209,6 +209,19 @@ def step_times(run_dir: str | os.PathLike) -> dict[str, float]:
     return out
 
 
+def task_outputs(run_dir: str | os.PathLike) -> dict[str, dict]:
+    """task -> {"artifacts": {name: metadata}, "parameters": {name: value}} from kfp.local's output dir."""
+    import json
+
+    out: dict[str, dict] = {}
+    for f in sorted(Path(run_dir).glob("*/executor_output.json")):
+        doc = json.loads(f.read_text())
+        arts = {name: (v.get("artifacts") or [{}])[0].get("metadata", {})
+                for name, v in doc.get("artifacts", {}).items()}
+        out[f.parent.name] = {"artifacts": arts, "parameters": doc.get("parameterValues", {})}
+    return out
+
+
 if __name__ == "__main__":
     from slam.cli import main
 

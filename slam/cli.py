@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "slam.commands.register",
     "slam.commands.runs",
     "slam.commands.pipeline",
+    "slam.commands.demo",
     "slam.commands.launch",
 ]
 

@@ -374,10 +374,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data: dict[str, Any] = {}
     if path:
         p = Path(path)
-        if not p.is_file():
+        remote = str(path).startswith("s3://")  # a RayJob's config travels next to its outputs
+        if not remote and not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+            if remote:
+                from slam import storage
+
+                loaded = yaml.safe_load(storage.read_text(str(path)))
+            else:
+                loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
         if loaded is None:

@@ -3,7 +3,7 @@
     launcher = get_launcher("local")                       # in-process Ray (kfp.local, `slam demo`, CI)
     launcher = get_launcher("kuberay", namespace="slam")   # a KubeRay RayJob per step (in a KFP pod)
     out = launcher.train(cfg, step="train", key="3f9c0a1b2c4d")   # {"delta_uri", "metrics", "run_name"}
-    out = launcher.tune(cfg, step="tune", key="…")                # {"best_k", "trials", "results_uri"}
+    out = launcher.tune(cfg, step="tune", key="…")                # {"best": {"k", …}, "rows", "out_uri"}
 
 Both targets read and write only by URI under cfg.storage.root, so the caller never cares which ran.
 `key` is deterministic (slam.steps.step_key): the RayJob name derives from it, so re-running or
@@ -44,9 +44,11 @@ class LocalLauncher:
         return {"delta_uri": result.delta_uri, "metrics": dict(result.metrics), "run_name": result.run_name}
 
     def tune(self, cfg: SlamConfig, *, step: str, key: str) -> dict[str, Any]:
-        from slam.distributed import tune as tuning
+        from slam.distributed.tune import tune_search
 
-        return tuning.tune_layers(cfg, storage=cfg.storage.root, ray_address=self.ray_address)
+        out = tune_search(cfg, storage_root=cfg.storage.root, ray_address=self.ray_address,
+                          num_workers=cfg.train.num_workers, out_uri=tune_out_uri(cfg, step, key))
+        return {"best": out.best, "rows": out.rows, "out_uri": out.out_uri}
 
 
 class KubeRayTarget:
@@ -91,19 +93,27 @@ class KubeRayTarget:
 
     def train(self, cfg: SlamConfig, *, step: str, key: str) -> dict[str, Any]:
         from slam.distributed.train import run_name_for
+        from slam.train import data_fingerprint  # noqa: F401  (run_name_for reads the data: fail early here)
 
         run_name = run_name_for(cfg)
         delta = storage.join(cfg.storage.root, run_name, "delta")
-        result_uri = storage.join(cfg.storage.root, step, key, "result.json")
         self._run(cfg, step, key, ["slam", "train", "--config", self._config_uri(cfg, step, key),
-                                   "--result", result_uri], {"delta": delta, "result": result_uri})
-        return storage.read_json(result_uri)
+                                   "--storage", cfg.storage.root], {"delta": delta})
+        return {"delta_uri": delta, "metrics": {}, "run_name": run_name}
 
     def tune(self, cfg: SlamConfig, *, step: str, key: str) -> dict[str, Any]:
-        result_uri = storage.join(cfg.storage.root, step, key, "result.json")
+        out_uri = tune_out_uri(cfg, step, key)
         self._run(cfg, step, key, ["slam", "tune", "--config", self._config_uri(cfg, step, key),
-                                   "--result", result_uri], {"result": result_uri})
-        return storage.read_json(result_uri)
+                                   "--storage", cfg.storage.root, "--out", out_uri,
+                                   "--num-workers", str(cfg.train.num_workers)],
+                  {"best": storage.join(out_uri, "best.json")})
+        best = storage.read_json(storage.join(out_uri, "best.json"))
+        rows = storage.read_json(storage.join(out_uri, "results.json"))
+        return {"best": best, "rows": rows if isinstance(rows, list) else rows.get("rows", []), "out_uri": out_uri}
+
+
+def tune_out_uri(cfg: SlamConfig, step: str, key: str) -> str:
+    return storage.join(cfg.storage.root, step, key, "search")
 
 
 def get_launcher(name: str, **kw: Any) -> Launcher:

@@ -422,26 +422,29 @@ def tune_layer_count(*, storage: str, base_model: str, data_uri: str, probe_uri:
                    overrides=parse_overrides(overrides))
     out = step_uri(root, "tune", key)
     if len(ks) == 1:
-        result = {"best_k": ks[0], "trials": [], "note": "one-value k_grid: no search"}
+        result = {"best": {"k": ks[0], "metric": "", "value": None}, "rows": [], "out_uri": "",
+                  "note": "one-value k_grid: no search"}
     else:
         cfg = _train_config(root=root, base_model=base_model, data_uri=data_uri, probe_uri=probe_uri,
                             preset=preset, overrides=overrides, launcher=launcher, mlflow_uri=mlflow_uri,
                             experiment=experiment)
         cfg = cfg.replace(tune={"k_grid": ks, "name": cfg.tune.name or f"tune-{key}"})
         result = get_launcher(launcher).tune(cfg, step="tune", key=key)
+    best = result["best"]
     results_uri = store.write_json(store.join(out, "tune.json"), result)
-    trials = result.get("trials") or []
-    metric = result.get("metric", "val_loss")
-    rows = ["| k | " + metric + " | |", "|---:|---:|:--|"]
-    metrics: dict[str, float] = {"best_k": float(result["best_k"])}
-    for t in sorted(trials, key=lambda t: t.get("k", 0)):
-        v = t.get(metric)
-        rows.append(f"| {t.get('k')} | {v if v is None else f'{v:.4f}'} | {'best' if t.get('k') == result['best_k'] else ''} |")
+    metric = best.get("metric") or "val_loss"
+    rows = ["| k | selection | lr | " + metric + " | status | |", "|---:|:--|---:|---:|:--|:--|"]
+    metrics: dict[str, float] = {"best_k": float(best["k"])}
+    for r in sorted(result["rows"], key=lambda r: (r.get("k", 0), str(r.get("selection")), r.get("lr") or 0)):
+        v = r.get(metric)
+        shown = f"{v:.4f}" if isinstance(v, (int, float)) else "-"
+        rows.append(f"| {r.get('k')} | {r.get('selection')} | {r.get('lr')} | {shown} | {r.get('status')} | "
+                    f"{'best' if r.get('trial') == best.get('trial') else ''} |")
         if isinstance(v, (int, float)):
-            metrics[f"{metric}_k{t.get('k')}"] = float(v)
-    md = (f"# Layer-count search\n\nBest k = **{result['best_k']}** (grid {ks}, {metric})\n\n"
-          + ("\n".join(rows) if trials else result.get("note", "")) + f"\n\n`{results_uri}`\n")
-    return {"uri": results_uri, "outputs": {"best_k": int(result["best_k"])}, "metrics": metrics, "markdown": md}
+            metrics[f"{metric}_k{r.get('k')}"] = float(v)
+    md = (f"# Layer-count search (Ray Tune)\n\nBest k = **{best['k']}** (grid {ks}, {metric})\n\n"
+          + ("\n".join(rows) if result["rows"] else result.get("note", "")) + f"\n\n`{results_uri}`\n")
+    return {"uri": results_uri, "outputs": {"best_k": int(best["k"])}, "metrics": metrics, "markdown": md}
 
 
 @timed
