@@ -1,0 +1,180 @@
+"""The training loop without Ray: freezing holds, exact resume after an injected failure, baselines, CLI."""
+
+import json
+
+import pytest
+import torch
+
+from slam.config import load_config, to_dict
+from slam.errors import SlamError
+from slam.testing import save_tiny
+from slam.train import InjectedFault, train_local, train_loop
+from slam.train_parts import cosine_lambda, micro_batches
+
+LANGS = ["en", "de", "fr"]
+
+
+def make_dataset(root, n_problems: int = 24):
+    """A small built dataset (shared interface §2): cot rows in 3 languages + X->en translate rows."""
+    root.mkdir(parents=True, exist_ok=True)
+    words = {"en": "has", "de": "hat", "fr": "a"}
+    rows = []
+    for i in range(n_problems):
+        en_q = f"Tom has {i} apples and buys 2 more. How many apples?"
+        for lang in LANGS:
+            q = en_q if lang == "en" else f"[{lang}] Tom {words[lang]} {i} pommes + 2?"
+            rows.append({"id": f"p{i}-{lang}-cot", "problem_id": f"p{i}", "lang": lang, "task": "cot",
+                         "instruction": q, "response": f"Tom has {i} apples. {i} + 2 = {i + 2}. The answer is {i + 2}.",
+                         "gold": i + 2})
+            if lang != "en":
+                rows.append({"id": f"p{i}-{lang}-tr", "problem_id": f"p{i}", "lang": lang, "task": "translate",
+                             "instruction": f"Translate the following sentences to English.\n{q}", "response": en_q,
+                             "gold": None})
+    val = [r for r in rows if r["problem_id"] in {"p0", "p1"}]
+    train = [r for r in rows if r not in val]
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    (root / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in val))
+    return root, [r["instruction"] + " " + r["response"] for r in rows]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    data, texts = make_dataset(root / "data")
+    model = save_tiny(root / "model", "llama", num_layers=4, texts=texts)
+    return model, data
+
+
+def cfg_for(world, *overrides):
+    model, data = world
+    return load_config(None, [f"model.path={model}", f"data.train={data}", "train.layers=[1,2]", "train.max_steps=6",
+                              "train.lr=1e-2", "train.micro_batch_size=4", "train.engine=torch",
+                              "train.checkpoint_every=2", *overrides])
+
+
+def state_dict(path):
+    from slam.models import load_model
+
+    return {n: p.detach().clone() for n, p in load_model(path, device="cpu").named_parameters()}
+
+
+def test_slam_trains_only_the_plan_and_everything_else_is_bit_identical(world, tmp_path):
+    from slam.delta import load_model_with_delta
+
+    out = train_loop({"cfg": to_dict(cfg_for(world)), "run_dir": str(tmp_path / "run")})
+    assert out["step"] == 6 and out["trainable_fraction"] < 0.5
+    model, _ = load_model_with_delta(world[0], out["delta_uri"], device="cpu")
+    base = state_dict(world[0])
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, base[n])}
+    assert changed == {f"model.layers.{i}.mlp.{r}_proj.weight" for i in (1, 2) for r in ("up", "down")}
+
+
+@pytest.mark.parametrize("engine", ["torch", "deepspeed"])
+def test_resume_after_injected_failure_is_exact(world, tmp_path, monkeypatch, engine):
+    """Kill at step 5 (last checkpoint: 4), re-run: same losses as an uninterrupted run, no step twice."""
+    cfg = to_dict(cfg_for(world, f"train.engine={engine}", "train.grad_accum=2"))
+    clean = train_loop({"cfg": cfg, "run_dir": str(tmp_path / "clean")})
+    monkeypatch.setenv("SLAM_FAIL_AT_STEP", "5")
+    with pytest.raises(InjectedFault):
+        train_loop({"cfg": cfg, "run_dir": str(tmp_path / "killed")})
+    resumed = train_loop({"cfg": cfg, "run_dir": str(tmp_path / "killed")})
+    assert resumed["resumed_from_step"] == 4 and resumed["attempts"] == 2
+    hist = [json.loads((tmp_path / r / "checkpoints" / "step-0000006" / "trainer_state.json").read_text())["history"]
+            for r in ("clean", "killed")]
+    assert [h["step"] for h in hist[1]] == [1, 2, 3, 4, 5, 6]
+    assert hist[1] == hist[0]  # the loss curve continues exactly where it left off
+    assert resumed["val_loss"] == pytest.approx(clean["val_loss"], rel=1e-6)
+    assert (tmp_path / "killed" / "faults" / "step-5").is_file()
+
+
+def test_full_method_trains_every_tensor(world, tmp_path):
+    from slam.delta import read_manifest
+
+    out = train_loop({"cfg": to_dict(cfg_for(world, "train.method=full", "train.max_steps=2",
+                                               "train.checkpoint_every=0", "train.lr=1e-3")),
+                      "run_dir": str(tmp_path / "run")})
+    m = read_manifest(out["delta_uri"])
+    assert out["trainable_fraction"] == 1.0 and m["trainable"] == m["total"] and m["method"] == "full"
+
+
+def test_two_stage_runs_translate_then_english_cot(world, tmp_path):
+    from slam.delta import load_delta
+
+    out = train_local(cfg_for(world, "train.method=two-stage", "train.max_steps=2", "train.checkpoint_every=0",
+                              "train.lr=1e-3"), str(tmp_path))
+    assert out["run_name"].endswith("-stage2")
+    s1 = [d for d in tmp_path.iterdir() if d.name.endswith("-stage1")][0]
+    t1, m1 = load_delta(str(s1 / "delta"))
+    t2, m2 = load_delta(out["delta_uri"])
+    assert (m1["stage"], m2["stage"]) == ("stage1", "stage2")
+    base = state_dict(world[0])
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(t1[name], base[name]) and not torch.equal(t2[name], t1[name])
+
+
+def test_too_long_rows_are_quarantined_and_counted(world, tmp_path):
+    out = train_loop({"cfg": to_dict(cfg_for(world, "data.max_length=240", "train.max_steps=1",
+                                               "train.checkpoint_every=0")), "run_dir": str(tmp_path / "r")})
+    assert out["quarantined"] > 0
+    with pytest.raises(SlamError, match="no training examples.*quarantined"):
+        train_loop({"cfg": to_dict(cfg_for(world, "data.max_length=5")), "run_dir": str(tmp_path / "r2")})
+
+
+def test_layers_come_from_the_probe_report(world, tmp_path):
+    from slam.delta import read_manifest
+
+    probe = tmp_path / "probe.json"
+    probe.write_text(json.dumps({"selected_layers": [0, 3], "scores": [0.9, 0.1, 0.2, 0.8], "ranking": [0, 3, 2, 1],
+                                 "top_k": 2, "selection": "top-k"}))
+    cfg = cfg_for(world, "train.layers=null", f"train.probe={probe}", "train.max_steps=1", "train.checkpoint_every=0")
+    out = train_loop({"cfg": to_dict(cfg), "run_dir": str(tmp_path / "r")})
+    assert read_manifest(out["delta_uri"])["layers"] == [0, 3]
+
+
+def test_missing_inputs_are_reported_together(tmp_path):
+    from slam.train import check_inputs
+
+    cfg = load_config(None, [f"model.path={tmp_path}/nope", f"data.train={tmp_path}/nodata"])
+    with pytest.raises(SlamError) as e:
+        check_inputs(cfg)
+    msg = str(e.value)
+    assert "model.path" in msg and "train.jsonl" in msg and "train.layers" in msg
+
+
+@pytest.mark.parametrize("micro,accum,world_size", [(2, 1, 1), (2, 2, 2), (3, 1, 2), (1, 4, 3)])
+def test_batch_schedule_covers_each_example_once_per_epoch(micro, accum, world_size):
+    n, g = 48, micro * accum * world_size
+    seen = []
+    for step in range(1, n // g + 1):
+        for rank in range(world_size):
+            for mb in micro_batches(n, step, seed=7, micro=micro, accum=accum, rank=rank, world=world_size):
+                assert len(mb) == micro
+                seen.extend(mb)
+    assert len(seen) == len(set(seen)) == (n // g) * g
+    assert micro_batches(n, 3, seed=7, micro=micro, accum=accum, rank=0, world=world_size) == \
+        micro_batches(n, 3, seed=7, micro=micro, accum=accum, rank=0, world=world_size)
+
+
+@pytest.mark.parametrize("total,warmup,min_ratio,checks", [
+    (10, 0.0, 0.0, {0: 1.0, 10: 0.0}),
+    (10, 0.2, 0.1, {0: 1 / 3, 1: 2 / 3, 2: 1.0, 10: 0.1}),
+    (100, 0.0, 0.0, {50: 0.5}),
+])
+def test_cosine_schedule(total, warmup, min_ratio, checks):
+    f = cosine_lambda(total, warmup, min_ratio)
+    for i, want in checks.items():
+        assert f(i) == pytest.approx(want, abs=1e-6)
+
+
+def test_cli_train_no_ray_prints_the_delta(world, tmp_path, capsys):
+    from slam.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model: {{path: {world[0]}}}\ndata: {{train: {world[1]}}}\n"
+                   "train: {layers: [0], max_steps: 1, engine: torch}\n")
+    assert main(["train", "--config", str(cfg), "--no-ray", "--storage", str(tmp_path / "runs"),
+                 "train.lr=1e-4"]) == 0
+    delta_uri = capsys.readouterr().out.strip().splitlines()[-1]
+    assert (tmp_path / "runs").as_posix() in delta_uri and delta_uri.endswith("delta")
+    assert main(["train", "--config", str(cfg), "--no-ray", "train.layers=[99]"]) == 2
+    assert "out of range" in capsys.readouterr().err
