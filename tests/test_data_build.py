@@ -87,3 +87,14 @@ def test_build_from_records_cli_splits_by_problem(tmp_path, capsys):
 def test_read_examples_missing_split_is_a_clear_error(tmp_path):
     with pytest.raises(SlamError, match="no test split"):
         read_examples(str(tmp_path), "test")
+
+
+def test_unicode_line_separators_inside_text_survive_a_round_trip(tmp_path):
+    from slam.data.build import write_dataset
+
+    # GSM8K train has a question with U+2028 in it; str.splitlines() would cut the JSON line there
+    recs = world(2)
+    recs[0] = Record("p0-en", "p0", "en", "Tom has\u2028 2 apples.", "The answer is 2.", 2.0, "t")
+    ex, _ = make_examples(recs)
+    write_dataset(str(tmp_path / "d"), {"train": ex}, {})
+    assert sorted(e["id"] for e in read_examples(str(tmp_path / "d"), "train")) == sorted(e["id"] for e in ex)

@@ -134,7 +134,7 @@ def read_examples(uri_dir: str, split: str) -> list[dict[str, Any]]:
     if not storage.exists(uri):
         raise SlamError(f"no {split} split in {uri_dir} (expected {uri}; build it with `slam data build/synth`)")
     rows = []
-    for i, line in enumerate(storage.read_text(uri).splitlines(), 1):
+    for i, line in enumerate(storage.read_text(uri).split("\n"), 1):  # not splitlines: U+2028 occurs in questions
         if line.strip():
             try:
                 rows.append(json.loads(line))
