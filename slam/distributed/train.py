@@ -108,6 +108,8 @@ def fit(cfg: SlamConfig, *, num_workers: int | None = None, storage: str | None 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
+    # Inside a Ray job (KubeRay RayJob, Job Submission API) RAY_ADDRESS names the cluster: join it.
+    ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
     if not ray.is_initialized():
         if ray_address:
             ray.init(address=ray_address, runtime_env={"env_vars": env}, log_to_driver=True)
