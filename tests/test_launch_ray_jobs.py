@@ -42,7 +42,7 @@ def _kill_tree(proc: subprocess.Popen, temp_dir: str) -> None:
         procs = []
     # Ray daemons that re-parented still name our private temp dir on their command line.
     for p in psutil.process_iter(["cmdline"]):
-        if any(temp_dir in part for part in (p.info["cmdline"] or [])) and p not in procs:
+        if p.pid != os.getpid() and any(temp_dir in c for c in (p.info["cmdline"] or [])) and p not in procs:
             procs.append(p)
     for p in procs:
         try:
@@ -66,12 +66,15 @@ def ray_dashboard():
     except ImportError:
         pytest.skip("ray[default] is not installed (no dashboard / Job Submission API)")
     temp_dir = tempfile.mkdtemp(prefix="slamray-", dir="/tmp")  # short: Ray's unix sockets live under it
-    port, dash = _free_port(), _free_port()
+    # Every port explicit: Ray's fixed defaults (agent 52365, …) collide with other Ray instances on the box.
+    port, dash, agent, grpc, renv, metrics = (_free_port() for _ in range(6))
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen(
         [str(RAY), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
+         f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={grpc}",
+         f"--runtime-env-agent-port={renv}", f"--metrics-export-port={metrics}",
          "--num-cpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
@@ -148,3 +151,29 @@ def test_timeout_leaves_the_job_running_and_says_how_to_stop_it(ray_dashboard, t
 def test_unreachable_address_is_one_clear_error():
     with pytest.raises(SlamError, match="cannot reach the Ray dashboard"):
         RayJobClient(f"http://127.0.0.1:{_free_port()}")
+
+
+@pytest.mark.slow  # ~60-110 s: cluster start + a Ray Train fit inside the submitted job
+def test_real_slam_train_job_on_the_cluster(ray_dashboard, tmp_path, tiny_model_dir):
+    """The production entrypoint (`slam train --config …`), submitted exactly like a pipeline step would."""
+    import yaml
+
+    from slam.data.synth import synth
+
+    data = tmp_path / "data"
+    synth(str(data), langs=["en", "de"], n_train=8, n_val=2, n_test=2, n_probe=2, seed=0)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "model": {"path": str(tiny_model_dir)},
+        "data": {"train": str(data), "langs": ["en", "de"], "max_length": 2048},
+        "train": {"engine": "torch", "layers": [0], "max_steps": 2, "micro_batch_size": 2, "num_workers": 1,
+                  "report_every": 1},
+        "storage": {"root": str(tmp_path / "runs")},
+    }))
+    lines: list[str] = []
+    res = RayJobClient(ray_dashboard, poll_s=1.0, echo=lines.append).run(
+        [sys.executable, "-m", "slam", "train", "--config", str(cfg)],
+        submission_id_for(f"run-{tmp_path.name}", "train"), timeout_s=240)
+    assert res.status == "SUCCEEDED", res.logs[-3000:]
+    delta_uri = res.logs.strip().splitlines()[-1].strip()
+    assert delta_uri.startswith(str(tmp_path / "runs")) and Path(delta_uri, "_SUCCESS").exists(), res.logs[-2000:]
