@@ -1,0 +1,90 @@
+# syntax=docker/dockerfile:1
+# The slam image: KFP components, the Ray head/workers (KubeRay) and the MLflow server all run it.
+#
+#   docker build -t REGISTRY/slam:0.1.0 .                                   # GPU (CUDA 12.8 runtime)
+#   docker build --build-arg VARIANT=cpu -t REGISTRY/slam:0.1.0-cpu .       # CPU-only clusters
+#   docker push REGISTRY/slam:0.1.0
+#
+# Python 3.12 (Ubuntu 24.04's). CUDA: torch 2.13.0 from the PyTorch cu128 wheel index (it ships its own CUDA 12.8 user-space
+# libraries); the base provides the matching CUDA 12.8 runtime, so nodes need an NVIDIA driver >= 570.
+# DeepSpeed 0.19.8 is installed without pre-built ops (DS_BUILD_OPS=0): slam passes a torch optimizer,
+# so no op is JIT-compiled at run time and no compiler is needed in the final image.
+# See docs/deploy.md. No secrets are baked in: credentials arrive as env from Kubernetes Secrets.
+
+ARG VARIANT=gpu
+ARG CUDA_BASE=nvidia/cuda:12.8.1-runtime-ubuntu24.04
+ARG CPU_BASE=ubuntu:24.04
+
+FROM ${CUDA_BASE} AS base-gpu
+ENV SLAM_TORCH_INDEX=https://download.pytorch.org/whl/cu128
+
+FROM ${CPU_BASE} AS base-cpu
+ENV SLAM_TORCH_INDEX=https://download.pytorch.org/whl/cpu
+
+# ---------------------------------------------------------------------------------------------------
+# builder: a venv with slam and its pinned dependencies (compilers stay in this stage)
+# hadolint ignore=DL3006
+FROM base-${VARIANT} AS builder
+ARG DEBIAN_FRONTEND=noninteractive
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3.12 python3.12-venv python3.12-dev build-essential \
+ && rm -rf /var/lib/apt/lists/*
+ENV VIRTUAL_ENV=/opt/venv PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 DS_BUILD_OPS=0
+RUN python3.12 -m venv "$VIRTUAL_ENV"
+ENV PATH="$VIRTUAL_ENV/bin:$PATH"
+WORKDIR /src
+# Dependencies first (cached across source edits): torch from the variant's index, then the pins.
+COPY pyproject.toml README.md ./
+RUN pip install --upgrade pip==26.3 \
+ && pip install --index-url "$SLAM_TORCH_INDEX" torch==2.13.0 \
+ && pip install psycopg2-binary==2.9.13
+COPY slam ./slam
+COPY components ./components
+COPY pipeline ./pipeline
+RUN pip install . \
+ && pip check
+
+# ---------------------------------------------------------------------------------------------------
+# final: runtime only (no compilers, no pip cache), non-root
+# hadolint ignore=DL3006
+FROM base-${VARIANT} AS final
+ARG DEBIAN_FRONTEND=noninteractive
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="slam" \
+      org.opencontainers.image.description="SLAM: probe an LLM's language layers and fine-tune only their FFNs (KFP + Ray + DeepSpeed + MLflow)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/slam-project/slam"
+# bash: KubeRay starts Ray with it; wget: KubeRay's default readiness/liveness probes call it.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3.12 bash wget ca-certificates tini \
+ && rm -rf /var/lib/apt/lists/* \
+ && (userdel --remove ubuntu 2>/dev/null || true) \
+ && groupadd --gid 1000 slam \
+ && useradd --uid 1000 --gid 1000 --create-home --home-dir /home/slam --shell /bin/bash slam \
+ && mkdir -p /cache \
+ && chown 1000:1000 /cache
+COPY --from=builder /opt/venv /opt/venv
+# TOKENIZERS_PARALLELISM is a switch, not a secret (DL3064 matches the word TOKEN).
+# hadolint ignore=DL3064
+ENV PATH="/opt/venv/bin:$PATH" \
+    VIRTUAL_ENV=/opt/venv \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HF_HOME=/cache/huggingface \
+    HF_HUB_OFFLINE=1 \
+    TORCH_EXTENSIONS_DIR=/cache/torch_extensions \
+    TOKENIZERS_PARALLELISM=false \
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+    RAY_USAGE_STATS_ENABLED=0
+# Model/tokenizer caches and JIT builds go to a writable volume (emptyDir/PVC in k8s).
+VOLUME ["/cache"]
+USER 1000:1000
+WORKDIR /home/slam
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["slam", "--help"]
