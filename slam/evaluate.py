@@ -26,6 +26,12 @@ from slam.errors import SlamError
 
 log = logging.getLogger(__name__)
 
+# Text that starts a new turn of the template. A model that does not stop at EOS (any base model, and
+# SmolLM2 with the Alpaca prompt) goes on to invent the next "### Instruction:" with new numbers in
+# it; the protocol's "last number" would then score the invented problem. We stop generating there
+# and cut the completion before it. The chat template ends a turn with a special token (EOS).
+STOP_STRINGS = {"alpaca": ("### Instruction", "\n### Input"), "chat": ()}
+
 
 def evaluate_model(model: Any, tokenizer: Any, records: Sequence[Any], *, batch_size: int = 16,
                    max_new_tokens: int = 160, template: str = "alpaca", progress: bool = True,
@@ -41,7 +47,8 @@ def evaluate_model(model: Any, tokenizer: Any, records: Sequence[Any], *, batch_
     _validate(records, batch_size, max_new_tokens, template)
     t0 = time.perf_counter()
     completions, new_tokens = generate(model, tokenizer, [r.question for r in records], batch_size=batch_size,
-                                       max_new_tokens=max_new_tokens, template=template, progress=progress)
+                                       max_new_tokens=max_new_tokens, template=template, progress=progress,
+                                       stop_strings=STOP_STRINGS[template])
     seconds = time.perf_counter() - t0
 
     samples = []
@@ -101,9 +108,10 @@ def _validate(records: Sequence[Any], batch_size: int, max_new_tokens: int, temp
 
 
 def generate(model: Any, tokenizer: Any, instructions: Sequence[str], *, batch_size: int = 16,
-             max_new_tokens: int = 160, template: str = "alpaca", progress: bool = False) -> tuple[list[str], int]:
-    """Greedy completions (in input order) for `instructions` wrapped in `template`; also the number
-    of tokens generated (EOS included, padding after EOS not)."""
+             max_new_tokens: int = 160, template: str = "alpaca", progress: bool = False,
+             stop_strings: Sequence[str] = ()) -> tuple[list[str], int]:
+    """Greedy completions (in input order) for `instructions` wrapped in `template`, each cut before
+    the first of `stop_strings`; also the number of tokens generated (EOS included, padding not)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -121,6 +129,7 @@ def generate(model: Any, tokenizer: Any, instructions: Sequence[str], *, batch_s
     total_new = 0
     was_training = model.training
     model.eval()
+    stop_kw = {"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}
     bar = tqdm(total=len(prompts), desc="evaluate", unit="q", disable=not progress)
     try:
         for start in range(0, len(order), batch_size):
@@ -134,18 +143,30 @@ def generate(model: Any, tokenizer: Any, instructions: Sequence[str], *, batch_s
             with torch.inference_mode():
                 gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
                                      max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_ids,
-                                     use_cache=True, temperature=None, top_p=None, top_k=None)
+                                     use_cache=True, temperature=None, top_p=None, top_k=None, **stop_kw)
             for row, i in enumerate(idx):
                 new = gen[row, width:].tolist()
                 stop = next((k for k, t in enumerate(new) if t in eos_ids), None)
-                total_new += len(new) if stop is None else stop + 1
+                # rows that finished early (EOS or a stop string) are padded after their end
+                n = len(new) if stop is None else stop + 1
+                while stop is None and n > 0 and new[n - 1] == pad_id:
+                    n -= 1
+                total_new += n
                 # the EOS itself is not text (and may not be flagged special, e.g. a chat end-of-turn)
-                out[i] = tokenizer.decode(new[:stop], skip_special_tokens=True).strip()
+                out[i] = _cut(tokenizer.decode(new[:stop], skip_special_tokens=True), stop_strings)
             bar.update(len(idx))
     finally:
         bar.close()
         model.train(was_training)
     return out, total_new
+
+
+def _cut(text: str, stop_strings: Sequence[str]) -> str:
+    for s in stop_strings:
+        k = text.find(s)
+        if k >= 0:
+            text = text[:k]
+    return text.strip()
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

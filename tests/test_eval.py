@@ -40,7 +40,7 @@ def model(tok):
     return tiny_model("llama", 2, vocab_size=max(len(tok), 256), initializer_range=0.3)
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2", "gpt_neox", "opt", "bloom"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "opt"])  # rotary, absolute, offset positions
 def test_batched_generation_matches_one_at_a_time(tok, arch):
     m = tiny_model(arch, 2, vocab_size=max(len(tok), 256), initializer_range=0.3)
     batched, n_batched = evaluate.generate(m, tok, QUESTIONS, batch_size=len(QUESTIONS), max_new_tokens=10)
@@ -190,7 +190,8 @@ def test_write_report_local_and_s3(tok, model, tmp_path, s3_bucket):
 
 @pytest.fixture()
 def synth_dir(tmp_path):
-    rows = [_rec(lang, i, q, float(i)) for i, q in enumerate(QUESTIONS) for lang in ("en", "de", "zh")]
+    # Latin-script languages only: the loader quarantines English text labelled zh (script check)
+    rows = [_rec(lang, i, q, float(i)) for i, q in enumerate(QUESTIONS) for lang in ("en", "de", "sw")]
     (tmp_path / "test.jsonl").write_text("".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in rows))
     return tmp_path
 
@@ -200,13 +201,13 @@ def test_cli_evaluate_synthetic(tiny_model_dir, synth_dir, tmp_path, capsys):
 
     out = tmp_path / "eval"
     rc = main(["evaluate", "--model", str(tiny_model_dir), "--task", "synthetic", "--data", str(synth_dir),
-               "--langs", "en,zh", "--limit", "3", "--max-new-tokens", "5", "--batch-size", "4", "--out", str(out),
+               "--langs", "en,sw", "--limit", "3", "--max-new-tokens", "5", "--batch-size", "4", "--out", str(out),
                "--no-progress"])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "| en |" in printed and "| zh |" in printed and "| de |" not in printed
+    assert "| en |" in printed and "| sw |" in printed and "| de |" not in printed
     data = json.loads((out / "eval.json").read_text())
-    assert {k: v["total"] for k, v in data["per_lang"].items()} == {"en": 3, "zh": 3}
+    assert {k: v["total"] for k, v in data["per_lang"].items()} == {"en": 3, "sw": 3}
     assert data["meta"]["task"] == "synthetic" and data["meta"]["max_new_tokens"] == 5
 
 
