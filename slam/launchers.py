@@ -55,9 +55,10 @@ class KubeRayTarget:
     """A RayJob per step via slam.launch (the config travels as a YAML next to the step's outputs)."""
 
     def __init__(self, namespace: str, *, api: Any = None, core_api: Any = None, shape: Any = None,
-                 settings: Any = None) -> None:
+                 settings: Any = None, **launcher_kw: Any) -> None:
         self.namespace = namespace
         self.api, self.core_api, self.shape, self.settings = api, core_api, shape, settings
+        self.launcher_kw = launcher_kw  # poll_s / clock / sleep for slam.launch.KubeRayLauncher
 
     def _apis(self) -> tuple[Any, Any]:
         if self.api is None:
@@ -81,7 +82,7 @@ class KubeRayTarget:
         body = build_rayjob(rayjob_name(key, step), command, shape=shape, settings=self.settings,
                             namespace=self.namespace, run_id=key, step=step, outputs=outputs)
         api, core = self._apis()
-        result = KubeRayLauncher(api, self.namespace, core_api=core).run(body)
+        result = KubeRayLauncher(api, self.namespace, core_api=core, **self.launcher_kw).run(body)
         log.info("RayJob %s %s in %.0f s (%s)", result.name, result.job_status, result.elapsed_s,
                  "re-attached" if result.reattached else "created")
         return result
@@ -92,8 +93,7 @@ class KubeRayTarget:
         return uri
 
     def train(self, cfg: SlamConfig, *, step: str, key: str) -> dict[str, Any]:
-        from slam.distributed.train import run_name_for
-        from slam.train import data_fingerprint  # noqa: F401  (run_name_for reads the data: fail early here)
+        from slam.train import run_name_for  # where fit() puts the run: <storage>/<run name>/delta
 
         run_name = run_name_for(cfg)
         delta = storage.join(cfg.storage.root, run_name, "delta")
@@ -120,6 +120,5 @@ def get_launcher(name: str, **kw: Any) -> Launcher:
     if name == "local":
         return LocalLauncher(kw.get("ray_address") or os.environ.get("SLAM_RAY_ADDRESS") or None)
     if name == "kuberay":
-        return KubeRayTarget(kw.get("namespace") or os.environ.get("SLAM_K8S_NAMESPACE", "slam"), **{
-            k: v for k, v in kw.items() if k in ("api", "core_api", "shape", "settings")})
+        return KubeRayTarget(kw.pop("namespace", "") or os.environ.get("SLAM_K8S_NAMESPACE", "slam"), **kw)
     raise SlamError(f"unknown launcher {name!r}: local (in-process Ray) or kuberay (a RayJob per step)")

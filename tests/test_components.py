@@ -1,0 +1,148 @@
+"""Components and the steps behind them: pointer artifacts, a component run alone under kfp.local,
+and the kuberay launch target wired to the RayJob launcher (fake Kubernetes API, real S3 server).
+
+    .venv/bin/python -m pytest -q tests/test_components.py
+"""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+
+class FakeArtifact:
+    """What KFP hands a component: a path and a metadata dict (and Metrics.log_metric)."""
+
+    def __init__(self, path, name="a"):
+        self.path, self.name, self.metadata = str(path), name, {}
+
+    def log_metric(self, k, v):
+        self.metadata[k] = v
+
+
+def test_publish_then_read_pointer_round_trip(tmp_path):
+    from slam import steps
+
+    ptr, met, md, html = (FakeArtifact(tmp_path / n, n) for n in ("ptr", "met", "md", "html"))
+    result = {"uri": "s3://b/x/probe.json", "outputs": {"selected_layers": "1,2", "seconds": 3.5, "big": [1]},
+              "metrics": {"acc_de": 0.5, "skip": None}, "markdown": "# t", "html": "<html/>"}
+    steps.publish(result, ptr, metrics=met, markdown=md, html=html)
+    assert ptr.metadata == {"uri": "s3://b/x/probe.json", "selected_layers": "1,2", "seconds": 3.5}
+    assert json.loads((tmp_path / "ptr").read_text())["uri"] == "s3://b/x/probe.json"
+    assert met.metadata == {"acc_de": 0.5}
+    assert (tmp_path / "md").read_text() == "# t" and (tmp_path / "html").read_text() == "<html/>"
+    assert steps.read_pointer(ptr) == "s3://b/x/probe.json"
+    ptr.metadata = {}  # metadata lost (e.g. an importer): the pointer file still says where
+    assert steps.read_pointer(ptr) == "s3://b/x/probe.json"
+    (tmp_path / "empty").write_text("{}")
+    from slam.errors import SlamError
+
+    with pytest.raises(SlamError, match="carries no storage URI"):
+        steps.read_pointer(FakeArtifact(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize("text, expected, error", [
+    ("en,de, zh", ["en", "de", "zh"], None),
+    ("en;de", ["en", "de"], None),
+    ("", [], None),
+    ("en,de,en", None, "duplicate"),
+])
+def test_parse_list(text, expected, error):
+    from slam import steps
+    from slam.errors import SlamError
+
+    if error:
+        with pytest.raises(SlamError, match=error):
+            steps.parse_list(text)
+    else:
+        assert steps.parse_list(text) == expected
+
+
+def test_step_keys_are_deterministic_and_input_sensitive():
+    from slam import steps
+
+    a = steps.step_key("probe", model="m", langs=["en", "de"], k=6)
+    assert a == steps.step_key("probe", k=6, langs=["en", "de"], model="m")
+    assert a != steps.step_key("probe", model="m", langs=["en", "de"], k=4)
+    assert steps.parse_overrides("train.lr=1e-4; train.max_steps=5\ntune.asha=false") == \
+        ["train.lr=1e-4", "train.max_steps=5", "tune.asha=false"]
+
+
+def test_unknown_launcher_and_missing_model_are_one_line_errors(tmp_path):
+    from slam import steps
+    from slam.errors import SlamError
+    from slam.launchers import get_launcher
+
+    with pytest.raises(SlamError, match="unknown launcher 'slurm'"):
+        get_launcher("slurm")
+    with pytest.raises(SlamError, match="base model not found"):
+        steps.resolve_model(str(tmp_path / "nope"))
+
+
+@pytest.mark.integration
+@pytest.mark.filterwarnings("ignore:You may be attemping to run a task")
+def test_prepare_data_component_alone_under_kfp_local(tmp_path):
+    from kfp import local
+
+    from components import prepare_data
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    kw = dict(languages="en,de", train_data="", synth_problems=12, synth_seed=3, storage=str(tmp_path / "store"))
+    task = prepare_data(**kw)
+    ds = task.outputs["dataset"]
+    uri = ds.metadata["uri"]
+    assert uri.startswith(str(tmp_path / "store" / "data"))
+    assert {"train.jsonl", "val.jsonl", "test.jsonl", "probe.jsonl", "manifest.json"} <= \
+        {p.name for p in (tmp_path / "store" / "data").rglob("*.jsonl")} | {"manifest.json"}
+    assert "Training data" in open(task.outputs["summary"].path).read()
+    again = prepare_data(**kw)  # same inputs, same place (reused, not rewritten)
+    assert again.outputs["dataset"].metadata["uri"] == uri
+
+
+def test_kuberay_target_launches_a_rayjob_and_reattaches(s3_bucket, tmp_path):
+    """The kuberay target: config travels to S3, entrypoint = `slam train --config s3://…`, the RayJob
+    name is the step key's, and a second launch of the same step re-attaches (no second RayJob)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_launch import FakeClock, FakeCustomObjects
+
+    from slam import storage
+    from slam.config import load_config
+    from slam.data.synth import synth
+    from slam.train import run_name_for
+    from slam.launchers import get_launcher
+    from slam.steps import build_config
+
+    data = f"{s3_bucket}/data"
+    synth(data, langs=["en", "de"], n_train=4, n_val=2, n_test=2, n_probe=2, seed=0)
+    cfg = build_config("", "train.max_steps=3", model={"path": f"{s3_bucket}/models/base"},
+                       data={"train": data}, train={"layers": [0, 1]}, storage={"root": f"{s3_bucket}/runs"})
+    delta = storage.join(cfg.storage.root, run_name_for(cfg), "delta")
+    storage.write_text(storage.join(delta, storage.SUCCESS), "{}")  # what the job would have written
+    api, clock = FakeCustomObjects(script=[("Initializing", ""), ("Running", "RUNNING"), ("Complete", "SUCCEEDED")] * 2), FakeClock()
+    target = get_launcher("kuberay", namespace="slam", api=api, core_api=None, poll_s=1.0, clock=clock,
+                          sleep=clock.sleep)
+    out = target.train(cfg, step="train", key="abc123def456")
+    assert out["delta_uri"] == delta
+    ((ns, name), job), = api.objects.items()
+    assert ns == "slam" and name.startswith("slam-train-abc123def456")
+    entry = job["spec"]["entrypoint"].split()
+    assert entry[:3] == ["slam", "train", "--config"] and entry[3].startswith(s3_bucket)
+    assert load_config(entry[3]) == cfg  # the pods get exactly this config
+    assert entry[4:] == ["--storage", cfg.storage.root]
+
+    target.train(cfg, step="train", key="abc123def456")
+    assert api.calls.count("create") == 1 and len(api.objects) == 1
+
+
+def test_kuberay_target_refuses_local_storage(tmp_path):
+    from slam.errors import SlamError
+    from slam.launchers import get_launcher
+    from slam.steps import build_config
+
+    cfg = build_config("", "", model={"path": "s3://b/m"}, data={"train": str(tmp_path)}, train={"layers": [0]},
+                       storage={"root": str(tmp_path)})
+    with pytest.raises(SlamError, match="needs an s3:// storage prefix"):
+        get_launcher("kuberay", api=SimpleNamespace(), namespace="x")._run(cfg, "train", "k", ["slam"], {})
