@@ -77,7 +77,7 @@ def test_generic_formats_with_a_field_mapping(ext, tmp_path):
         f.write_text(json.dumps(rows, ensure_ascii=False))
     elif ext in ("csv", "tsv"):
         sep = "," if ext == "csv" else "\t"
-        f.write_text("q{0}a{0}l\n".format(sep) + "".join(sep.join(r.values()) + "\n" for r in rows))
+        f.write_text(f"q{sep}a{sep}l\n" + "".join(sep.join(r.values()) + "\n" for r in rows))
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq

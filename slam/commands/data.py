@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 
-
 FORMATS = ["auto", "records", "mgsm", "mathoctopus", "msvamp", "gsm8k", "generic"]
 
 
@@ -117,7 +116,8 @@ def _default_shared() -> str:
 
 
 def _build_from_records(args: argparse.Namespace) -> dict:
-    from slam.data.build import make_examples, split_by_problem, write_dataset
+    from slam import storage
+    from slam.data.build import make_examples, sha256_file, split_by_problem, write_dataset
     from slam.data.loaders import raw_records
     from slam.data.validate import validate_rows
 
@@ -133,9 +133,6 @@ def _build_from_records(args: argparse.Namespace) -> dict:
                               translation_ratio=args.translation_ratio, seed=args.seed)
         examples[split] = [e for e in ex if not (args.no_english and e["lang"] == "en")]
         quarantine += [{"reason": "no_pair", "detail": x.pop("reason"), "where": "", "row": x} for x in q]
-    from slam.data.build import sha256_file
-    from slam import storage
-
     sources = {}
     for uri in args.records:
         with storage.local_copy(uri) as p:

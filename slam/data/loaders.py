@@ -235,7 +235,7 @@ def raw_qalign(root: str, langs: list[str]) -> list[Row]:
         if len(x_lines) != len(en_lines):
             raise SlamError(f"QAlign {lang}-en is not line-aligned: {len(x_lines)} lines in train.{lang} vs "
                             f"{len(en_lines)} in train.en")
-        for i, (xb, eb) in enumerate(zip(x_lines, en_lines), 1):
+        for i, (xb, eb) in enumerate(zip(x_lines, en_lines, strict=True), 1):
             where = f"{x_uri}:{i}"
             try:
                 x, en = xb.decode("utf-8").rstrip("\r"), eb.decode("utf-8").rstrip("\r")

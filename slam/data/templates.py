@@ -13,8 +13,19 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from slam.data.lexicon import (RU_BOX, RU_DAY, RU_DOLLAR, RU_PAGE, RU_TIMES, SW_CHACHE, SW_NGAPI, SW_SG_PREFIX,
-                               Name, Thing, ru_form)
+from slam.data.lexicon import (
+    RU_BOX,
+    RU_DAY,
+    RU_DOLLAR,
+    RU_PAGE,
+    RU_TIMES,
+    SW_CHACHE,
+    SW_NGAPI,
+    SW_SG_PREFIX,
+    Name,
+    Thing,
+    ru_form,
+)
 
 
 class Ctx:
