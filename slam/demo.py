@@ -33,8 +33,11 @@ DEMO_PARAMS: dict[str, Any] = {
     "probe_questions": 32,
     "probe_top_k": 6,
     "k_grid": "2,6",
-    "tune_overrides": "tune.max_steps=8;tune.asha=false;train.report_every=4;train.micro_batch_size=4",
-    "train_overrides": "train.max_steps=60;train.lr=2e-4;train.micro_batch_size=4;train.report_every=10",
+    # trials use the plain torch engine (no DeepSpeed JIT per trial); the final training run uses DeepSpeed
+    "tune_overrides": ("tune.max_steps=8;tune.asha=false;train.engine=torch;train.lr=2e-4;train.report_every=4;"
+                       "train.micro_batch_size=4;train.val_max_examples=32;data.max_length=384"),
+    "train_overrides": ("train.max_steps=60;train.lr=2e-4;train.micro_batch_size=4;train.report_every=10;"
+                        "train.val_max_examples=32;data.max_length=384"),
     "eval_limit": 24,
     "eval_max_new_tokens": 96,
 }
@@ -46,8 +49,10 @@ QUICK_PARAMS: dict[str, Any] = {
     "probe_questions": 12,
     "probe_top_k": 4,
     "k_grid": "2,4",
-    "tune_overrides": "tune.max_steps=2;tune.asha=false;train.report_every=2;train.micro_batch_size=2",
-    "train_overrides": "train.max_steps=6;train.lr=2e-4;train.micro_batch_size=2;train.report_every=3",
+    "tune_overrides": ("tune.max_steps=2;tune.asha=false;train.engine=torch;train.report_every=2;"
+                       "train.micro_batch_size=2;train.val_max_examples=8;data.max_length=384"),
+    "train_overrides": ("train.max_steps=6;train.lr=2e-4;train.micro_batch_size=2;train.report_every=3;"
+                        "train.val_max_examples=8;data.max_length=384"),
     "eval_limit": 4,
     "eval_max_new_tokens": 40,
 }

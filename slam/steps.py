@@ -386,9 +386,12 @@ def register_model(*, base_model: str, delta_uri: str, probe_uri: str, slam_eval
     result = registry.register_delta(tracking, delta_uri, slam_eval_uri, name=registry_name,
                                      base=resolve_model(base_model) if base_model in PYPI_MODELS else base_model)
     base_report, slam_report = store.read_json(base_eval_uri), store.read_json(slam_eval_uri)
-    probe = store.read_json(probe_uri)
+    from slam.delta import read_manifest
+
+    manifest = read_manifest(delta_uri)
     md = (f"# {result.name} version {result.version} ({result.alias})\n\n{result.reason}\n\n"
-          f"Tuned layers: {probe.get('selected_layers')} (probe `{probe_uri}`)  \nDelta: `{delta_uri}`\n\n"
+          f"Tuned layers: {manifest.get('layers')} ({manifest.get('fraction', 0):.2%} of the parameters; "
+          f"probe `{probe_uri}`)  \nDelta: `{delta_uri}`\n\n"
           f"{compare_table(base_report, slam_report, ('base', 'SLAM'))}\n")
     return {"uri": result.model_uri, "outputs": {"version": result.version, "alias": result.alias,
                                                  "created": result.created, "run_id": result.run_id},
