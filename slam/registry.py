@@ -163,10 +163,15 @@ def _save_merged(base: str, delta_dir: Path, out: Path) -> None:
 
     from slam.delta import merge
 
+    from slam.models import load_model_and_tokenizer
+
     merged = out.parent / "merged-hf"
     merge(base, str(delta_dir), str(merged))
-    mlflow.transformers.save_model(transformers_model=str(merged), path=str(out), task="text-generation",
-                                   pip_requirements=PIP_REQUIREMENTS)
+    # Components, not the checkpoint path: MLflow 3.17's path mode breaks on transformers 5 (check_task
+    # returns the pipeline class as a string).
+    model, tok = load_model_and_tokenizer(merged, dtype="float32", device="cpu")
+    mlflow.transformers.save_model(transformers_model={"model": model, "tokenizer": tok}, path=str(out),
+                                   task="text-generation", pip_requirements=PIP_REQUIREMENTS)
 
 
 def _champion(tracker: MlflowTracker, name: str):

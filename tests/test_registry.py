@@ -98,11 +98,11 @@ def test_registry_gate_against_real_server(mlflow_uri, tiny_model_dir, tmp_path)
 
     cfg = TrackingConfig(uri=mlflow_uri, experiment="registry-test", english_tolerance=1.0)
     name = "slam-tiny"
-    reg = lambda seed, de, sw, en: register_delta(  # noqa: E731
+    reg = lambda seed, de, sw, en, **kw: register_delta(  # noqa: E731
         cfg, str(make_delta(tiny_model_dir, tmp_path / f"delta{seed}", seed)),
-        str(write_eval(tmp_path / f"eval{seed}.json", de, sw, en)), name=name)
+        str(write_eval(tmp_path / f"eval{seed}.json", de, sw, en)), name=name, **kw)
 
-    first = reg(1, 0.30, 0.30, 0.50)
+    first = reg(1, 0.30, 0.30, 0.50, merged=True)
     assert (first.version, first.alias, first.created) == ("1", "champion", True)
     worse = reg(2, 0.20, 0.20, 0.60)
     assert (worse.alias, worse.promoted) == ("challenger", False)
@@ -123,6 +123,9 @@ def test_registry_gate_against_real_server(mlflow_uri, tiny_model_dir, tmp_path)
     assert champ.tags["slam.layers"] == "1,2" and champ.tags["acc_de"] == "0.400000"
     assert champ.tags["slam.data_fingerprint"] == "data-abc"
     assert client.get_model_version_by_alias(name, "challenger").version == "3"
+    v1 = client.get_model_version(name, "1")
+    assert v1.tags["slam.merged_uri"] == f"runs:/{first.run_id}/merged"
+    assert {f.path for f in client.list_artifacts(first.run_id, "merged")} >= {"merged/MLmodel"}
 
     mlflow.set_tracking_uri(mlflow_uri)
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
