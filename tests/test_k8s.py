@@ -216,3 +216,37 @@ def test_rayjob_template_matches_what_the_launcher_creates():
     s = RayJobSettings()
     for name in (s.s3_secret, s.mlflow_secret, s.endpoints_configmap, s.service_account):
         assert f"name: {name}\n" in base, name
+
+
+def test_our_schema_fields_exist_in_the_kuberay_crd():
+    """When a KubeRay checkout is around (the `fetch` mirror, or SLAM_KUBERAY_REPO), every field our
+    schema accepts must exist in the CRD at the same place: catches drift on KubeRay upgrades."""
+    import os
+
+    from slam import k8s_schema as ks
+
+    repo = Path(os.environ.get("SLAM_KUBERAY_REPO", "/work/.mirror/ray-project+kuberay/repo"))
+    if not repo.exists():
+        pytest.skip("no KubeRay checkout (set SLAM_KUBERAY_REPO)")
+
+    def crd(name: str) -> dict:
+        text = subprocess.run(["git", "--git-dir", str(repo), "show", f"HEAD:ray-operator/config/crd/bases/{name}"],
+                              capture_output=True, text=True, timeout=60, check=True).stdout
+        doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # 25k-line CRDs
+        v1 = next(v for v in doc["spec"]["versions"] if v["name"] == "v1")
+        return v1["schema"]["openAPIV3Schema"]["properties"]["spec"]
+
+    def check(model, schema, where):
+        props = schema.get("properties", {})
+        missing = [f for f in model.model_fields if f not in props]
+        assert not missing, f"{where}: {missing} not in the CRD"
+
+    job, cluster = crd("ray.io_rayjobs.yaml"), crd("ray.io_rayclusters.yaml")
+    check(ks.RayJobSpec, job, "RayJob.spec")
+    for spec, where in [(job["properties"]["rayClusterSpec"], "RayJob.spec.rayClusterSpec"), (cluster, "RayCluster.spec")]:
+        check(ks.RayClusterSpec, spec, where)
+        check(ks.HeadGroupSpec, spec["properties"]["headGroupSpec"], f"{where}.headGroupSpec")
+        check(ks.WorkerGroupSpec, spec["properties"]["workerGroupSpecs"]["items"], f"{where}.workerGroupSpecs[]")
+        check(ks.AutoscalerOptions, spec["properties"]["autoscalerOptions"], f"{where}.autoscalerOptions")
+    assert set(spec["properties"]["workerGroupSpecs"]["items"]["required"]) <= set(
+        n for n, f in ks.WorkerGroupSpec.model_fields.items() if f.is_required())
