@@ -7,7 +7,8 @@
             run.log_metrics({"train_loss": 1.2}, step=10)
             run.log_artifact("eval.png", "eval")
 
-Runs are found-or-created by the tag `slam.run_key`: a Ray worker restart or a re-run of a pipeline step
+When KFP_RUN_ID (or SLAM_PIPELINE_RUN_ID) is set, every run without an explicit parent nests under one
+`pipeline-<id>` run, shared by all steps (pods) of that pipeline run. Runs are found-or-created by the tag `slam.run_key`: a Ray worker restart or a re-run of a pipeline step
 re-attaches to its run instead of adding a duplicate. We use `MlflowClient` with explicit run ids, never
 the fluent active-run stack, so threads and Ray workers cannot mix up runs. Every MLflow call gets
 bounded retries with exponential backoff (cfg.tracking.retries), then a one-line `SlamError`; callers
@@ -188,6 +189,7 @@ class MlflowTracker:
         self.backoff_s = backoff_s
         self._client = None
         self._experiment_id: str | None = None
+        self._pipeline_run_id: str | None = None
 
     def __getstate__(self) -> dict:  # picklable into Ray workers: the client is rebuilt there
         return {**self.__dict__, "_client": None}
@@ -274,6 +276,19 @@ class MlflowTracker:
             return oldest.info.run_id
         return run.info.run_id
 
+    def _pipeline_parent(self, exclude_key: str) -> str:
+        """The one parent run of this orchestrator run (KFP_RUN_ID / SLAM_PIPELINE_RUN_ID), found or created."""
+        run_id = os.environ.get("KFP_RUN_ID") or os.environ.get("SLAM_PIPELINE_RUN_ID")
+        key = f"pipeline/{run_id}"
+        if not run_id or key == exclude_key:
+            return ""
+        if self._pipeline_run_id is None:
+            tags = {**pipeline_tags(), RUN_KEY_TAG: key, "slam.step": "pipeline"}
+            self._pipeline_run_id = self._find_or_create(f"pipeline-{run_id}", key, tags)
+            # steps come and go in separate pods: the parent is a container, not a process with an end
+            self._call("end run", self.client.set_terminated, self._pipeline_run_id, "FINISHED")
+        return self._pipeline_run_id
+
     @contextlib.contextmanager
     def run(self, name: str, key: str, tags: dict | None = None,
             parent_run_id: str | None = None) -> Iterator[MlflowRun]:
@@ -282,7 +297,7 @@ class MlflowTracker:
             raise SlamError(f"tracking run {name!r} needs a non-empty key")
         all_tags = {**pipeline_tags(), **{k: str(v) for k, v in (tags or {}).items() if v is not None},
                     RUN_KEY_TAG: key}
-        parent_run_id = parent_run_id or self.parent_run_id
+        parent_run_id = parent_run_id or self.parent_run_id or self._pipeline_parent(exclude_key=key)
         if parent_run_id:
             all_tags[PARENT_TAG] = parent_run_id
         run_id = self._find_or_create(name, key, all_tags)

@@ -69,6 +69,25 @@ def test_nested_runs_params_metrics_artifacts(embedded, tmp_path, monkeypatch):
     assert r.info.status == "FINISHED"
 
 
+def test_steps_of_one_pipeline_run_share_one_parent(embedded_uri, monkeypatch):
+    monkeypatch.setenv("KFP_RUN_ID", "kfp-777")
+    cfg = TrackingConfig(uri=embedded_uri, experiment="pipeline-parent")
+    ids = []
+    for step in ("probe", "train", "eval"):  # each step is its own pod: a fresh tracker
+        with get_tracker(cfg).run(step, key=f"{step}-1") as run:
+            ids.append(run.id)
+    t = get_tracker(cfg)
+    runs = t.client.search_runs([t.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("slam.run_key") == "pipeline/kfp-777"]
+    assert len(parents) == 1 and parents[0].info.run_name == "pipeline-kfp-777"
+    children = {r.info.run_id for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
+    assert children == set(ids)
+    # an explicit parent still wins (a Tune trial nests under its search, not directly under the pipeline)
+    with t.run("trial", key="trial-1", parent_run_id=ids[1]) as trial:
+        pass
+    assert t.client.get_run(trial.id).data.tags["mlflow.parentRunId"] == ids[1]
+
+
 def test_same_key_reattaches_instead_of_duplicating(embedded):
     with embedded.run("train", key="train-abc") as first:
         first.log_params({"lr": 0.1})
