@@ -67,7 +67,7 @@ def main() -> int:
     print(f"batch {args.batch_size:<8d}: {t_batched:7.1f} s  {len(qs) / t_batched:6.2f} q/s  "
           f"{tok_b / t_batched:7.1f} new tok/s")
     print(f"speed-up (questions/s): {t_single / t_batched:.2f}x   (goal >= 5x)")
-    same = sum(a == b for a, b in zip(batched, single))
+    same = sum(a == b for a, b in zip(batched, single, strict=True))
     print(f"identical greedy completions: {same}/{len(qs)}")
     return 0
 

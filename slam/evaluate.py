@@ -52,7 +52,7 @@ def evaluate_model(model: Any, tokenizer: Any, records: Sequence[Any], *, batch_
     seconds = time.perf_counter() - t0
 
     samples = []
-    for r, text in zip(records, completions):
+    for r, text in zip(records, completions, strict=True):
         pred = extract(text)
         samples.append({"id": r.id, "lang": r.lang, "question": r.question, "completion": text,
                         "pred": pred, "gold": r.gold, "correct": is_correct(pred, r.gold)})

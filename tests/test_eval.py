@@ -88,7 +88,7 @@ def test_evaluate_model_counts_and_scores_per_language(tok, model):
     records = [_rec(lang, i, q, 0.0) for lang in langs for i, q in enumerate(QUESTIONS)]
     completions, _ = evaluate.generate(model, tok, [r.question for r in records], max_new_tokens=6)
     # a scorer we control: "answer" = completion length; make exactly the en + first two de golds right
-    score = {r.id: float(len(c)) for r, c in zip(records, completions)}
+    score = {r.id: float(len(c)) for r, c in zip(records, completions, strict=True)}
     right = {r.id for r in records if r.lang == "en"} | {"p0-de", "p1-de"}
     records = [_rec(r.lang, int(r.problem_id[1:]), r.question, score[r.id] if r.id in right else -1.0)
                for r in records]
@@ -209,6 +209,34 @@ def test_cli_evaluate_synthetic(tiny_model_dir, synth_dir, tmp_path, capsys):
     data = json.loads((out / "eval.json").read_text())
     assert {k: v["total"] for k, v in data["per_lang"].items()} == {"en": 3, "sw": 3}
     assert data["meta"]["task"] == "synthetic" and data["meta"]["max_new_tokens"] == 5
+
+
+def test_cli_evaluate_base_plus_delta_equals_the_merged_model(tiny_model_dir, synth_dir, tmp_path):
+    from slam import delta
+    from slam.cli import main
+    from slam.freeze import make_plan
+    from slam.models import load_model
+
+    model = load_model(tiny_model_dir, device="cpu")
+    plan = make_plan(model, [1, 2], ["up", "down"])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in plan.names:
+                p.add_(torch.randn_like(p))
+    d = str(tmp_path / "delta")
+    delta.save_delta(model, plan, d, {"base_path": str(tiny_model_dir)})
+    merged = delta.merge(tiny_model_dir, d, tmp_path / "merged")
+
+    def run(name, *extra):
+        args = ["evaluate", "--task", "synthetic", "--data", str(synth_dir), "--max-new-tokens", "6",
+                "--out", str(tmp_path / name), "--no-progress", *extra]
+        assert main(args) == 0
+        return [s["completion"] for s in json.loads((tmp_path / name / "eval.json").read_text())["samples"]]
+
+    with_delta = run("delta", "--model", str(tiny_model_dir), "--delta", d)
+    assert with_delta == run("merged", "--model", str(merged))
+    assert with_delta != run("base", "--model", str(tiny_model_dir))
 
 
 @pytest.mark.parametrize(("extra", "message"), [
