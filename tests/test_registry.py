@@ -145,3 +145,22 @@ def test_registry_gate_against_real_server(mlflow_uri, tiny_model_dir, tmp_path)
 
     keys = storage.s3_client().list_objects_v2(Bucket="mlflow-test", Prefix="artifacts/")
     assert any(o["Key"].endswith("delta.safetensors") for o in keys.get("Contents", []))
+
+
+def test_cli_register_embedded_store_and_bad_input(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    from slam.cli import main
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    delta = make_delta(tiny_model_dir, tmp_path / "delta", seed=7)
+    ev = write_eval(tmp_path / "eval.json", 0.3, 0.2, 0.5)
+    args = ["register", "--delta", str(delta), "--eval", str(ev), "--name", "cli-model", "--tracking-uri", uri]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "cli-model version 1 is the new champion: no champion yet" in out
+    assert json.loads(out[out.index("{"):])["version"] == "1"
+    assert main(args) == 0
+    assert "already version 1 of cli-model; nothing registered" in capsys.readouterr().out
+    assert main([*args[:4], str(tmp_path / "missing.json"), *args[5:]]) == 2
+    err = capsys.readouterr().err
+    assert "missing.json" in err and len(err.strip().splitlines()) == 1
