@@ -132,6 +132,8 @@ def _init_ray(ray_address: str | None) -> None:
     if ray.is_initialized():
         return
     env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
+    # Inside a Ray job (KubeRay RayJob, Job Submission API) RAY_ADDRESS names the cluster: join it.
+    ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
     if ray_address:
         ray.init(address=ray_address, runtime_env={"env_vars": env})
     else:
