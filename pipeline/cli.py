@@ -94,7 +94,7 @@ def validate_cron(expr: str) -> str:
         raise SlamError(f"KFP cron needs 6 fields (seconds first): did you mean '0 {' '.join(fields)}'?")
     if len(fields) != 6:
         raise SlamError(f"KFP cron needs 6 fields ({' '.join(CRON_FIELDS)}), got {len(fields)} in {expr!r}")
-    bad = [f"{name}={f!r}" for name, f in zip(CRON_FIELDS, fields) if not set(f) <= _CRON_CHARS]
+    bad = [f"{name}={f!r}" for name, f in zip(CRON_FIELDS, fields, strict=True) if not set(f) <= _CRON_CHARS]
     if bad:
         raise SlamError(f"cron {expr!r}: unexpected characters in {', '.join(bad)}")
     return " ".join(fields)

@@ -111,9 +111,9 @@ def test_kuberay_target_launches_a_rayjob_and_reattaches(s3_bucket, tmp_path):
     from slam import storage
     from slam.config import load_config
     from slam.data.synth import synth
-    from slam.train import run_name_for
     from slam.launchers import get_launcher
     from slam.steps import build_config
+    from slam.train import run_name_for
 
     data = f"{s3_bucket}/data"
     synth(data, langs=["en", "de"], n_train=4, n_val=2, n_test=2, n_probe=2, seed=0)
