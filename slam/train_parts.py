@@ -278,7 +278,7 @@ def deepspeed_config(t: Any, world: int, precision: str, overrides_uri: str = ""
     if overrides_uri:
         user = storage.read_json(overrides_uri)
         for k, v in user.items():
-            if v == "auto":  # HF-style placeholders: keep ours
+            if v == "auto" or k.startswith("_"):  # HF-style placeholders keep ours; _comment is ours
                 continue
             if isinstance(v, dict) and isinstance(cfg.get(k), dict):
                 cfg[k] = {**cfg[k], **{kk: vv for kk, vv in v.items() if vv != "auto"}}
