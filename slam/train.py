@@ -167,7 +167,7 @@ def train_loop(config: dict[str, Any], session: Any = None) -> dict[str, Any]:
                 metrics["val_loss"] = val_loss()
                 state["val"].append({"step": step, "val_loss": metrics["val_loss"]})
             state["step"] = step
-            state["history"].append({"step": step, "train_loss": loss_mean})
+            state["history"].append({"step": step, "train_loss": loss_mean, "step_time": metrics["step_time"]})
             pending.append((step, metrics))
             if rank == 0 and step % 10 == 0:
                 log.info("step %d/%d loss %.4f lr %.2e %.2fs", step, n_steps, loss_mean, metrics["lr"],

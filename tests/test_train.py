@@ -178,3 +178,31 @@ def test_cli_train_no_ray_prints_the_delta(world, tmp_path, capsys):
     assert (tmp_path / "runs").as_posix() in delta_uri and delta_uri.endswith("delta")
     assert main(["train", "--config", str(cfg), "--no-ray", "train.layers=[99]"]) == 2
     assert "out of range" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset,stage,bf16", [("zero2-bf16", 2, True), ("zero2-cpu", 2, False)])
+def test_deepspeed_presets_merge_over_the_generated_config(preset, stage, bf16):
+    from pathlib import Path
+
+    from slam.config import TrainConfig
+    from slam.train_parts import deepspeed_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "deepspeed" / f"{preset}.json"
+    ds = deepspeed_config(TrainConfig(micro_batch_size=8, grad_accum=4), world=2, precision="fp32",
+                          overrides_uri=str(path))
+    assert ds["train_batch_size"] == 64 and ds["train_micro_batch_size_per_gpu"] == 8
+    assert ds["zero_optimization"]["stage"] == stage and ds["bf16"]["enabled"] is bf16
+    assert not any(k.startswith("_") for k in ds)
+
+
+@pytest.mark.parametrize("name", ["smollm2-demo", "metamath-7b", "metamath-13b"])
+def test_presets_load(name):
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
+    assert cfg.train.method == "slam" and cfg.train.roles == ["up", "down"]
+    if name.startswith("metamath"):
+        t = cfg.train
+        assert t.layers == [0, 1, 2, 3, 4, 5] and t.lr == 2e-5 and t.warmup_ratio == 0 and t.epochs == 4
+        assert t.micro_batch_size * t.grad_accum * t.num_workers == 512 and cfg.data.max_length == 1024
+        assert t.zero_stage == 2 and t.precision == "bf16"

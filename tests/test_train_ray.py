@@ -16,7 +16,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def ray_world(tmp_path_factory, s3_server):
     import ray
-
     from test_train import make_dataset
 
     from slam.testing import save_tiny
