@@ -83,6 +83,18 @@ def test_generation_stops_at_eos(model):
     assert outs[1:] == others and n == n_others + 1 and n_others > 0
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("The answer is 7.\n\n### Instruction:\nTom has 9 apples", "The answer is 7."),
+    ("3 + 4 = 7\n### Input:\n12", "3 + 4 = 7"),
+    ("The answer is 7.", "The answer is 7."),
+    ("### Instruction: 5", ""),
+])
+def test_alpaca_completion_is_cut_before_an_invented_next_turn(text, expected):
+    cut = evaluate._cut(text, evaluate.STOP_STRINGS["alpaca"])
+    assert cut == expected
+    assert evaluate._cut(text, evaluate.STOP_STRINGS["chat"]) == text.strip()
+
+
 def test_evaluate_model_counts_and_scores_per_language(tok, model):
     langs = ["en", "de", "sw"]
     records = [_rec(lang, i, q, 0.0) for lang in langs for i, q in enumerate(QUESTIONS)]
