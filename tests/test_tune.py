@@ -115,7 +115,8 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_tiny_tune_two_trials_s3_storage_nested_runs_and_resume(tiny_model_dir, s3_bucket, tmp_path, monkeypatch):
+def test_tiny_tune_two_trials_s3_storage_nested_runs_and_resume(tiny_model_dir, s3_bucket, tmp_path, monkeypatch,
+                                                                mlflow_server):
     from mlflow import MlflowClient
 
     from slam import storage
@@ -156,3 +157,24 @@ def test_tiny_tune_two_trials_s3_storage_nested_runs_and_resume(tiny_model_dir, 
     again = tune_search(cfg)
     assert [(r["trial"], r["val_loss"]) for r in again.rows] == [(r["trial"], r["val_loss"]) for r in out.rows]
     assert len(client.search_runs([exp.experiment_id])) == len(runs)
+
+    # MLflow goes down after the search wrote its results: bounded retries, a clear error, results kept
+    import slam.distributed.tune as tune_mod
+
+    real_write = tune_mod.write_outputs
+
+    def write_then_outage(*args, **kwargs):
+        real_write(*args, **kwargs)
+        mlflow_server.stop()
+
+    monkeypatch.setattr(tune_mod, "write_outputs", write_then_outage)
+    storage.write_text(storage.join(out.out_uri, "best.json"), "{}")   # so we can see it rewritten
+    if not mlflow_server.running:
+        mlflow_server.start()
+    served = cfg.replace(tracking={"uri": mlflow_server.uri, "experiment": "tune-outage", "retries": 1})
+    try:
+        with pytest.raises(SlamError, match="after 2 attempts"):
+            tune_search(served)
+    finally:
+        mlflow_server.start()
+    assert storage.read_json(storage.join(out.out_uri, "best.json"))["k"] == out.best["k"]
