@@ -243,8 +243,8 @@ def tune_search(cfg: SlamConfig, *, storage_root: str | None = None, ray_address
         trainable = tune.with_resources(
             tune.with_parameters(_trial, cfgs=cfgs, trials_root=trials_root,
                                  num_workers=num_workers), {"cpu": 0.01})
-        # ASHA's rungs count reports: one per train.report_every steps, plus the final one
-        n_reports = math.ceil(tc.max_steps / max(1, min(cfg.train.report_every, tc.max_steps))) + 1
+        # ASHA's rungs count reports: one at each multiple of report_every below max_steps, plus the final one
+        n_reports = math.ceil(tc.max_steps / max(1, min(cfg.train.report_every, tc.max_steps)))
         use_asha = tc.asha and tc.metric == "val_loss" and len(points) > 1
         scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=n_reports,
                                    grace_period=min(tc.grace_period, n_reports), reduction_factor=2)
