@@ -162,7 +162,6 @@ def _save_merged(base: str, delta_dir: Path, out: Path) -> None:
     import mlflow.transformers
 
     from slam.delta import merge
-
     from slam.models import load_model_and_tokenizer
 
     merged = out.parent / "merged-hf"

@@ -16,7 +16,7 @@ import pytest
 
 from slam.config import TrackingConfig
 from slam.errors import SlamError
-from slam.tracking import (MlflowTracker, NullTracker, embedded_tracking_uri, get_tracker, pipeline_key)
+from slam.tracking import MlflowTracker, NullTracker, embedded_tracking_uri, get_tracker, pipeline_key
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_same_key_reattaches_instead_of_duplicating(embedded):
 def test_exception_marks_run_failed_and_propagates(embedded):
     with pytest.raises(ZeroDivisionError):
         with embedded.run("eval", key="eval-1") as run:
-            1 / 0
+            raise ZeroDivisionError("boom")
     assert embedded.client.get_run(run.id).info.status == "FAILED"
 
 

@@ -187,7 +187,7 @@ def write_outputs(rows: list[dict[str, Any]], best: dict[str, Any], metric: str,
                                                   key=lambda r: (r["selection"], r["lr"])):
             pts = [(r["k"], r[metric]) for r in group if isinstance(r.get(metric), (int, float))]
             if pts:
-                ax.plot(*zip(*pts), marker="o", label=f"{sel}, lr={lr:g}")
+                ax.plot(*zip(*pts, strict=True), marker="o", label=f"{sel}, lr={lr:g}")
         ax.axvline(best["k"], color="grey", linestyle=":", label=f"best k={best['k']}")
         ax.set_xlabel("k (layers tuned)")
         ax.set_ylabel(metric)
@@ -205,8 +205,8 @@ def tune_search(cfg: SlamConfig, *, storage_root: str | None = None, ray_address
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from slam.train import check_inputs
     from slam.tracking import get_tracker
+    from slam.train import check_inputs
 
     tc = cfg.tune
     # ---- validate everything before starting Ray ----------------------------------------------------
