@@ -114,7 +114,7 @@ def train_loop(config: dict[str, Any], session: Any = None) -> dict[str, Any]:
     resumed_from = state["step"]
 
     tracker = _tracker(cfg, rank)
-    run_key = f"{Path(run_dir).name}{'-' + stage['name'] if stage.get('name') else ''}"
+    run_key = Path(run_dir).name  # the run name (stages already carry -stage1/-stage2): re-runs re-attach
     pending: list[tuple[int, dict]] = []  # metrics logged to the tracker only once a checkpoint covers them
 
     def val_loss() -> float:
