@@ -92,7 +92,10 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, quick: bool = False, stora
     p["storage"] = storage or p.get("storage") or str(out / "storage")
     p["mlflow_uri"] = mlflow_uri or p.get("mlflow_uri") or embedded_tracking_uri(out / "mlflow")
     p = cli.parse_params([], **p)  # unknown names / bad types fail here, before anything runs
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "slam" / "torch_extensions"))
+    from slam.train_parts import default_extensions_dir
+
+    # the DeepSpeed JIT cache `make setup`/tests already warmed (a cold one costs ~25 s of compiling)
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", default_extensions_dir())
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
