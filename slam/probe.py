@@ -269,37 +269,58 @@ def score_lape(probs: list[np.ndarray], entropy_quantile: float, prob_quantile: 
 # The probe
 
 
-def run_probe(model: nn.Module, tokenizer: Any, records: Sequence[Any], *, method: str = "msd",
-              langs: Sequence[str] | None = None, top_k: int = 6, selection: str = "top-k",
-              threshold: float = 0.0, fire_fraction: float = 0.01, max_questions: int | None = None,
-              batch_size: int = 8, max_length: int = 256, lape_entropy_quantile: float = 0.01,
-              lape_prob_quantile: float = 0.95, progress: bool = True) -> dict:
-    """Probe `model` with parallel questions and return the probe.json content (see module docstring)."""
-    arch = describe(model)
-    problems = []
-    if method not in METHODS:
-        problems.append(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+def check_probe_inputs(records: Sequence[Any], *, methods: Sequence[str], langs: Sequence[str] | None,
+                       max_questions: int | None, selection: str = "top-k", fire_fraction: float = 0.01,
+                       batch_size: int = 8, max_length: int = 256, top_k: int = 1,
+                       num_layers: int | None = None) -> tuple[list[str], list[str], dict[str, list[str]]]:
+    """Every input problem in one SlamError (before any model is loaded); returns parallel_questions()."""
+    problems = [f"method must be one of {', '.join(METHODS)}, got {m!r}" for m in methods if m not in METHODS]
     if selection not in SELECTIONS:
         problems.append(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
-    if not 1 <= top_k <= arch.num_layers:
-        problems.append(f"top_k must be in 1..{arch.num_layers} (the model's layer count), got {top_k}")
+    if num_layers is not None and not 1 <= top_k <= num_layers:
+        problems.append(f"top_k must be in 1..{num_layers} (the model's layer count), got {top_k}")
     if not 0 < fire_fraction <= 1:
         problems.append(f"fire_fraction must be in (0, 1], got {fire_fraction}")
     if batch_size < 1 or max_length < 1:
         problems.append("batch_size and max_length must be >= 1")
     if langs is not None and len(set(langs)) < len(langs):
         problems.append(f"langs has duplicates: {', '.join(langs)}")
-    if getattr(tokenizer, "pad_token_id", None) is None:
-        problems.append("the tokenizer has no pad token (load it with slam.models.load_tokenizer)")
+    if langs is not None and len(langs) < 2:
+        problems.append(f"probing compares languages: need at least 2, got {', '.join(langs) or 'none'}")
+    if langs and "en" not in langs and any(m in ("msd", "cosine") for m in methods):
+        problems.append("methods msd and cosine compare every language with English: add 'en' to the languages")
     if problems:
         raise SlamError("; ".join(problems))
     langs, pids, texts = parallel_questions(records, langs, max_questions)
     if len(langs) < 2:
         raise SlamError(f"probing compares languages: need at least 2, got {', '.join(langs)}")
-    if method in ("msd", "cosine") and "en" not in langs:
-        raise SlamError(f"method {method!r} compares every language with English: add 'en' to the languages")
+    if "en" not in langs and any(m in ("msd", "cosine") for m in methods):
+        raise SlamError("methods msd and cosine compare every language with English: the data has no 'en'")
+    return langs, pids, texts
 
-    neurons, cosine = method in ("msd", "lape"), method == "cosine"
+
+def run_probe(model: nn.Module, tokenizer: Any, records: Sequence[Any], *, method: str = "msd",
+              **kwargs: Any) -> dict:
+    """Probe `model` with parallel questions and return the probe.json content (see module docstring).
+    Keyword arguments as for `run_probes`."""
+    return run_probes(model, tokenizer, records, methods=[method], **kwargs)[method]
+
+
+def run_probes(model: nn.Module, tokenizer: Any, records: Sequence[Any], *, methods: Sequence[str] = ("msd",),
+               langs: Sequence[str] | None = None, top_k: int = 6, selection: str = "top-k",
+               threshold: float = 0.0, fire_fraction: float = 0.01, max_questions: int | None = None,
+               batch_size: int = 8, max_length: int = 256, lape_entropy_quantile: float = 0.01,
+               lape_prob_quantile: float = 0.95, progress: bool = True) -> dict[str, dict]:
+    """One pass over the data, one report per method ({method: probe.json content})."""
+    arch = describe(model)
+    langs, pids, texts = check_probe_inputs(
+        records, methods=methods, langs=langs, max_questions=max_questions, selection=selection,
+        fire_fraction=fire_fraction, batch_size=batch_size, max_length=max_length, top_k=top_k,
+        num_layers=arch.num_layers)
+    if getattr(tokenizer, "pad_token_id", None) is None:
+        raise SlamError("the tokenizer has no pad token (load it with slam.models.load_tokenizer)")
+
+    neurons, cosine = any(m in ("msd", "lape") for m in methods), "cosine" in methods
     device = next(model.parameters()).device
     widths = [arch.intermediate_size(model, i) for i in range(arch.num_layers)]
     stats = _Stats(len(langs), widths, device, threshold, neurons, cosine)
@@ -307,14 +328,16 @@ def run_probe(model: nn.Module, tokenizer: Any, records: Sequence[Any], *, metho
     sim_sum = np.zeros((len(langs), arch.num_layers), dtype=np.float64)
     en = langs.index("en") if "en" in langs else 0
     body = getattr(model, "base_model", model)  # the decoder stack only: logits are not needed
-    chunks = [list(range(s, min(s + batch_size, len(pids)))) for s in range(0, len(pids), batch_size)]
+    # batches of similar length waste less on padding (sums are order-independent)
+    order = sorted(range(len(pids)), key=lambda i: (sum(len(texts[lg][i]) for lg in langs), i))
+    chunks = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     log.info("probing %d layers with %d parallel questions x %d languages (%s)", arch.num_layers, len(pids),
-             len(langs), method)
+             len(langs), ", ".join(methods))
     from tqdm.auto import tqdm
 
     was_training = model.training
     model.eval()
-    bar = tqdm(total=len(chunks) * len(langs), desc=f"probe {method}", unit="batch", disable=not progress)
+    bar = tqdm(total=len(chunks) * len(langs), desc="probe", unit="batch", disable=not progress)
     try:
         with torch.no_grad(), _hooked(model, arch, stats, neurons, cosine):
             for chunk in chunks:
@@ -333,7 +356,8 @@ def run_probe(model: nn.Module, tokenizer: Any, records: Sequence[Any], *, metho
                 if cosine:  # compare each question with its English parallel, then forget the vectors
                     for li in range(len(langs)):
                         for layer in range(arch.num_layers):
-                            sim = nn.functional.cosine_similarity(stats.pooled[li][layer], stats.pooled[en][layer], dim=-1)
+                            sim = nn.functional.cosine_similarity(stats.pooled[li][layer],
+                                                                  stats.pooled[en][layer], dim=-1)
                             sim_sum[li, layer] += float(sim.sum())
     finally:
         bar.close()
@@ -342,44 +366,38 @@ def run_probe(model: nn.Module, tokenizer: Any, records: Sequence[Any], *, metho
         empty = [lang for lang, t in zip(langs, tokens, strict=True) if t == 0]
         raise SlamError(f"no countable tokens for {', '.join(empty)}: questions empty or only special tokens")
 
-    matrices: dict[str, list] = {}
-    if neurons:
-        probs = [f.cpu().numpy().astype(np.float64) / tokens[:, None] for f in stats.fires]
-        matrices["fire_rate"] = np.array([p.mean(axis=1) for p in probs]).tolist()
-        if method == "msd":
-            scores, extra = score_msd(probs, en, fire_fraction)
-        else:
-            scores, extra = score_lape(probs, lape_entropy_quantile, lape_prob_quantile)
-        matrices.update(extra)
-    else:
-        sim = sim_sum / len(pids)  # (langs, layers)
-        others = [li for li in range(len(langs)) if li != en]
-        scores = 1.0 - sim[others].mean(axis=0)
-        matrices["similarity_en"] = sim.T.tolist()
-    scores = [float(s) for s in scores]
-    if not all(np.isfinite(scores)):
-        raise SlamError(f"probe scores are not finite ({scores}): the model produced NaN/inf activations")
-
-    report = {
-        "version": REPORT_VERSION,
-        "method": method,
-        "model_type": arch.model_type,
-        "langs": langs,
-        "num_layers": arch.num_layers,
-        "widths": widths,
-        "scores": scores,
-        "ranking": rank_layers(scores),
-        "selection": selection,
-        "top_k": top_k,
-        "selected_layers": [],
-        "threshold": threshold,
+    probs = [f.cpu().numpy().astype(np.float64) / tokens[:, None] for f in stats.fires]
+    common = {
+        "version": REPORT_VERSION, "model_type": arch.model_type, "langs": langs, "num_layers": arch.num_layers,
+        "widths": widths, "selection": selection, "top_k": top_k, "threshold": threshold,
         "fire_fraction": fire_fraction,
         "params": {"max_questions": max_questions, "batch_size": batch_size, "max_length": max_length,
                    "lape_entropy_quantile": lape_entropy_quantile, "lape_prob_quantile": lape_prob_quantile},
-        "stats": {"questions": len(pids), "tokens": dict(zip(langs, tokens.tolist(), strict=True)),
-                  "matrices": matrices},
         "model_fingerprint": model_fingerprint(model),
         "data_fingerprint": data_fingerprint(langs, pids, texts),
     }
-    report["selected_layers"] = select_layers(report, top_k, selection)
-    return report
+    reports = {}
+    for method in methods:
+        matrices: dict[str, list] = {}
+        if method == "cosine":
+            sim = sim_sum / len(pids)  # (langs, layers)
+            others = [li for li in range(len(langs)) if li != en]
+            scores = 1.0 - sim[others].mean(axis=0)
+            matrices["similarity_en"] = sim.T.tolist()
+        else:
+            matrices["fire_rate"] = np.array([p.mean(axis=1) for p in probs]).tolist()
+            if method == "msd":
+                scores, extra = score_msd(probs, en, fire_fraction)
+            else:
+                scores, extra = score_lape(probs, lape_entropy_quantile, lape_prob_quantile)
+            matrices.update(extra)
+        scores = [float(s) for s in scores]
+        if not all(np.isfinite(scores)):
+            raise SlamError(f"probe scores are not finite ({scores}): the model produced NaN/inf activations")
+        report = {"method": method, **common, "scores": scores, "ranking": rank_layers(scores),
+                  "selected_layers": [],
+                  "stats": {"questions": len(pids), "tokens": dict(zip(langs, tokens.tolist(), strict=True)),
+                            "matrices": matrices}}
+        report["selected_layers"] = select_layers(report, top_k, selection)
+        reports[method] = report
+    return reports

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -43,68 +42,37 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def load_probe_records(uri: str, langs: list[str] | None) -> list[Any]:
-    """Records from a Record JSONL file, a dir holding probe.jsonl, or an MGSM dir."""
+    """Records from a Record JSONL file, a dir holding probe.jsonl, or an MGSM dir (local or s3://)."""
     from slam import storage
+    from slam.data.loaders import load_mgsm, read_records
 
     with storage.local_copy(uri) as path:
         path = Path(path)
-        if path.is_dir():
-            if any(path.glob("mgsm_*.tsv")):
-                return _load_mgsm(path, langs)
-            for name in ("probe.jsonl", "test.jsonl"):
-                if (path / name).is_file():
-                    return _read_jsonl(path / name)
-            raise SlamError(f"{uri}: a directory without probe.jsonl or mgsm_<lang>.tsv files")
-        return _read_jsonl(path)
-
-
-def _load_mgsm(root: Path, langs: list[str] | None) -> list[Any]:
-    try:
-        from slam.data.loaders import load_mgsm
-    except ImportError:  # the data package's loader is optional here; the TSV format is trivial
-        load_mgsm = None
-    if load_mgsm is not None:
-        return load_mgsm(str(root), langs)
-    records = []
-    for f in sorted(root.glob("mgsm_*.tsv")):
-        lang = f.stem.split("_", 1)[1]
-        if langs and lang not in langs:
-            continue
-        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines()):
-            q = line.split("\t")[0]
-            records.append({"lang": lang, "problem_id": f"mgsm-{i}", "question": q})
-    return records
-
-
-def _read_jsonl(path: Path) -> list[Any]:
-    try:
-        from slam.data.loaders import read_records
-    except ImportError:
-        read_records = None
-    if read_records is not None:
-        return read_records(str(path))
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise SlamError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-    return rows
+        if not path.is_dir():
+            return read_records(str(path))
+        if any(path.glob("mgsm_*.tsv")):
+            return load_mgsm(str(path), langs)
+        if (path / "probe.jsonl").is_file():
+            return read_records(str(path / "probe.jsonl"))
+        raise SlamError(f"{uri}: a directory without probe.jsonl or mgsm_<lang>.tsv files")
 
 
 def run(args: argparse.Namespace) -> int:
-    from slam.models import load_model_and_tokenizer
-    from slam.probe import run_probe
+    from slam.arch import describe
+    from slam.models import load_for_planning, load_model_and_tokenizer
+    from slam.probe import check_probe_inputs, run_probe
     from slam.probe_report import write_outputs
 
     langs = [x.strip() for x in args.langs.split(",") if x.strip()] or None
+    kw = dict(langs=langs, max_questions=args.max_questions or None, selection=args.selection,
+              fire_fraction=args.fire_fraction, batch_size=args.batch_size, max_length=args.max_length)
     records = load_probe_records(args.data, langs)
+    # all input problems before the (slow) model load: the layer count comes from config.json alone
+    num_layers = describe(load_for_planning(args.model)).num_layers
+    check_probe_inputs(records, methods=[args.method], top_k=args.top_k, num_layers=num_layers, **kw)
     model, tok = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
-    report = run_probe(model, tok, records, method=args.method, langs=langs, top_k=args.top_k,
-                       selection=args.selection, threshold=args.threshold, fire_fraction=args.fire_fraction,
-                       max_questions=args.max_questions or None, batch_size=args.batch_size,
-                       max_length=args.max_length, progress=not args.no_progress)
+    report = run_probe(model, tok, records, method=args.method, top_k=args.top_k, threshold=args.threshold,
+                       progress=not args.no_progress, **kw)
     write_outputs(report, args.out)
     print(f"selected layers ({report['method']}, {report['selection']}, k={report['top_k']}): "
           f"{','.join(map(str, report['selected_layers']))}")
