@@ -1,7 +1,8 @@
 """Probe overhead vs a plain forward pass over the same batches, and tokens/s (SmolLM2-135M on CPU).
 
     .venv/bin/python bench/probe_overhead.py                      # SmolLM2 (imported if needed), MGSM questions
-    .venv/bin/python bench/probe_overhead.py --questions 32 --langs en,de,zh,ru --repeats 3 --tiny
+    .venv/bin/python bench/probe_overhead.py --questions 8 --repeats 3 --threads 1   # on a busy shared box
+    .venv/bin/python bench/probe_overhead.py --tiny                                 # no SmolLM2 needed
 
 Times, per method, the whole `run_probe` (tokenisation + hooked forward + scoring) against the same
 tokenisation + forward without hooks, of the decoder stack (what the probe runs) and of the full
@@ -48,10 +49,13 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--methods", default="msd,lape,cosine")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default); use 1 on a busy box")
     ap.add_argument("--tiny", action="store_true", help="a tiny random llama + synthetic text (no SmolLM2)")
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mgsm"))
     args = ap.parse_args()
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     langs = args.langs.split(",")
 
     if args.tiny:
