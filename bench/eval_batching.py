@@ -1,7 +1,7 @@
 """Batched vs one-question-at-a-time evaluation throughput (slam.evaluate.generate) on SmolLM2, CPU.
 
     .venv/bin/python bench/eval_batching.py                       # 32 MGSM questions (8 langs x 4), 64 new tokens
-    .venv/bin/python bench/eval_batching.py --n 16 --batch-size 16 --max-new-tokens 32 --model DIR
+    .venv/bin/python bench/eval_batching.py --n 16 --batch-size 16 --max-new-tokens 32 --threads 1
 
 Prints questions/s and new tokens/s of both modes, their ratio (goal >= 5x) and how many greedy answers
 agree (left padding should change nothing; fp32 ties can flip a rare token). The machine is shared, so
@@ -39,9 +39,15 @@ def main() -> int:
     p.add_argument("--n", type=int, default=32, help="questions")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch intra-op threads (0 = torch default); 1 on an oversubscribed box, where spinning "
+                        "OpenMP threads made generation ~8x slower in our runs")
     args = p.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from slam.evaluate import generate
     from slam.models import import_smollm2, load_model_and_tokenizer
