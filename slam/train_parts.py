@@ -254,6 +254,14 @@ class DeepSpeedEngine(TorchEngine):
     def save(self, d: Path, rank: int) -> None:
         # every rank writes its ZeRO partition of the optimizer; frozen weights stay out (that is the point)
         self.engine.save_checkpoint(str(d / "ds"), tag="ckpt", save_latest=False, exclude_frozen_parameters=True)
+        # exclude_frozen_parameters misses tied weights (lm_head = embeddings: 113 MB on SmolLM2), which
+        # state_dict() lists but named_parameters() does not; keep only the trained tensors
+        f = d / "ds" / "ckpt" / "mp_rank_00_model_states.pt"
+        if rank == 0 and f.is_file():
+            state = torch.load(f, map_location="cpu", weights_only=False)
+            trained = {n for n, p in self.module.named_parameters() if p.requires_grad}
+            state["module"] = {k: v for k, v in state["module"].items() if k in trained}
+            torch.save(state, f)
 
     def load(self, d: Path) -> None:
         path, _ = self.engine.load_checkpoint(str(d / "ds"), tag="ckpt", load_module_strict=False,
