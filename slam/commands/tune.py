@@ -1,6 +1,6 @@
 """`slam tune` — Ray Tune over k (how many probe-ranked layers to tune), lr and selection mode.
 
-    slam tune --config configs/smollm2-demo.yaml --set tune.k_grid=[2,4,6] --set tune.max_steps=20
+    slam tune --config configs/tune-smollm2.yaml tune.k_grid=[2,4,6] tune.max_steps=20   # or --set KEY=VALUE
     slam tune --config CFG --storage s3://bucket/runs --ray-address auto     # on a (KubeRay) cluster
 
 Needs train.probe (a probe.json) and data.train. Each trial is a reduced-budget SLAM training run
@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="where best.json/results/plot go (default: <storage>/<name>-result)")
     p.add_argument("--num-workers", type=int, default=1, help="Ray Train workers per trial (default 1)")
     p.add_argument("--ray-address", default=None, help="existing Ray cluster (default: start Ray locally)")
+    p.add_argument("positional_overrides", nargs="*", metavar="SECTION.KEY=VALUE",
+                   help="config overrides, same form as `slam train` (e.g. tune.max_steps=20)")
     p.set_defaults(func=run)
 
 
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.num_workers < 1:
         raise SlamError(f"--num-workers must be >= 1, got {args.num_workers}")
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, [*args.overrides, *args.positional_overrides])
     from slam.distributed.tune import RESULT_COLUMNS, tune_search
     from slam.runs import format_table
 
