@@ -1,6 +1,6 @@
 # slam developer tasks. `make demo` and `make test` are the README's two commands; CI runs `make test`.
 #   make setup      create .venv (plain pip: torch pinned to the CPU wheel) and install slam + dev tools
-#   make demo       set up, then run the most complete real job on the embedded defaults
+#   make demo       set up, then run the whole pipeline (kfp.local) on the embedded defaults: `slam demo`
 #   make test       set up, then run the default (fast) test suite
 #   make test-slow  real-model and long end-to-end tests
 #   make lint       ruff
@@ -29,8 +29,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/slam models import smollm2
-	$(BIN)/slam plan --model $$($(BIN)/slam models import smollm2 2>/dev/null | tail -1) --layers 0-5
+	$(BIN)/slam demo --out runs/demo
 
 test: setup
 	$(BIN)/python -m pytest -q
