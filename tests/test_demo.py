@@ -89,4 +89,4 @@ def test_rerunning_the_demo_duplicates_no_runs_or_model_versions(quick_demo, cap
     capsys.readouterr()
     runs_after = sorted(r.info.run_name for r in client.search_runs([exp.experiment_id], max_results=1000))
     assert runs_after == runs_before
-    assert [v.version for v in client.search_model_versions("name='slam'")] == ["1"]
+    assert [str(v.version) for v in client.search_model_versions("name='slam'")] == ["1"]
