@@ -221,7 +221,7 @@ def _check(tp: Any, value: Any, where: str, problems: list[str]) -> Any:
         if isinstance(value, str) and args and args[0] is int:
             return parse_int_list(value, where, problems)
         if isinstance(value, str) and args and args[0] is not int:
-            value = [v.strip() for v in value.split(",") if v.strip()]
+            value = split_list(value)
         if not isinstance(value, (list, tuple)):
             problems.append(f"{where}: expected a list, got {value!r}")
             return value
@@ -258,6 +258,11 @@ def _check(tp: Any, value: Any, where: str, problems: list[str]) -> Any:
             problems.append(f"{where}: expected a string, got {value!r}")
         return value
     return value
+
+
+def split_list(text: str | None) -> list[str]:
+    """'en, de,,fr' -> ['en', 'de', 'fr'] (comma lists on the CLI and in overrides)."""
+    return [v.strip() for v in (text or "").split(",") if v.strip()]
 
 
 def parse_int_list(text: str, where: str = "layers", problems: list[str] | None = None) -> list[int]:

@@ -14,7 +14,9 @@ FORMATS = ["auto", "records", "mgsm", "mathoctopus", "msvamp", "gsm8k", "generic
 
 
 def _langs(text: str | None) -> list[str] | None:
-    return [x.strip() for x in text.split(",") if x.strip()] if text else None
+    from slam.config import split_list
+
+    return split_list(text) or None
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -34,9 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from slam.config import split_list
     from slam.errors import SlamError
 
-    langs = [x.strip() for x in args.langs.split(",") if x.strip()]
+    langs = split_list(args.langs)
     problems = []
     if args.limit is not None and args.limit < 1:
         problems.append(f"--limit must be >= 1, got {args.limit}")

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from slam.config import parse_int_list
+    from slam.config import parse_int_list, split_list
     from slam.freeze import make_plan
     from slam.models import load_for_planning
 
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         layers = storage.read_json(args.probe)["selected_layers"]
     else:
         layers = parse_int_list(args.layers)
-    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+    roles = split_list(args.roles)
     model = load_for_planning(args.model)
     plan = make_plan(model, layers, roles)
     if args.json:

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from slam.config import ProbeConfig
+from slam.config import ProbeConfig, split_list
 from slam.errors import SlamError
 
 
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from slam.probe import check_probe_inputs, run_probe
     from slam.probe_report import write_outputs
 
-    langs = [x.strip() for x in args.langs.split(",") if x.strip()] or None
+    langs = split_list(args.langs) or None
     kw = dict(langs=langs, max_questions=args.max_questions or None, selection=args.selection,
               fire_fraction=args.fire_fraction, batch_size=args.batch_size, max_length=args.max_length)
     records = load_probe_records(args.data, langs)
