@@ -3,6 +3,7 @@
     .venv/bin/python bench/train_vs_full.py                                   # SmolLM2-135M + synthetic world
     .venv/bin/python bench/train_vs_full.py --model tiny --steps 6            # seconds, for a smoke check
     .venv/bin/python bench/train_vs_full.py --layers 0-5 --steps 20 --engine deepspeed
+    .venv/bin/python bench/train_vs_full.py --steps 60 --val-every 5 --acc-limit 12 --acc-every 20
 
 Each method runs `slam.train.train_loop` in its own subprocess (no Ray), so peak memory is that
 process's peak RSS; "training-state memory" subtracts the peak RSS of a process that only loads the
@@ -10,9 +11,12 @@ model (weights are the same for both methods). Step time = median over steps aft
 Checkpoint size = the final checkpoint dir (delta tensors + optimizer/scheduler state + RNG).
 Goals (issue 5): step time <= 0.75x, memory <= 0.5x, checkpoint <= 0.1x of full fine-tuning.
 
-Single-stage SLAM vs two-stage: both get the same step budget per stage; then both deltas are scored
-on one common metric, the validation loss on the multilingual CoT validation rows (accuracy from
-160-token generation is too noisy at these sizes), and we report the wall time each needed.
+Single-stage SLAM vs two-stage: every method validates on the same rows, the target task (questions in
+every language, English CoT answers: `train.val_tasks=[cot]`), every --val-every steps (loss) and every
+--acc-every steps (greedy accuracy on --acc-limit questions per language). The x axis is training time:
+the sum of optimizer-step seconds (validation excluded), stage 1 + stage 2 for two-stage. We report the
+time each method first reaches a common target: the best value *both* reach (the weaker method's best),
+and whether each reaches the other's best at all.
 """
 
 from __future__ import annotations
@@ -61,25 +65,46 @@ def history(run_dir: Path) -> list[dict]:
     return json.loads((Path(latest) / "trainer_state.json").read_text())["history"]
 
 
-def common_val_loss(model_path: str, delta_uri: str, data: str, template: str, limit: int) -> float:
-    """Mean token loss of base+delta on the multilingual CoT validation rows (the same rows for every method)."""
-    import torch
+def timeline(storage_root: Path, method: str, run_name: str) -> list[dict]:
+    """Validation points [{step, train_time, val_loss, val_accuracy?}] over all stages of one method."""
+    dirs = ([storage_root / run_name.replace("-stage2", "-stage1"), storage_root / run_name]
+            if method == "two-stage" else [storage_root / run_name])
+    points, offset, steps = [], 0.0, 0
+    for d in dirs:
+        latest = json.loads((d / "checkpoints" / "latest.json").read_text())["uri"]
+        state = json.loads((Path(latest) / "trainer_state.json").read_text())
+        points += [{**v, "train_time": v["train_time"] + offset, "step": v["step"] + steps} for v in state["val"]]
+        offset += sum(h["step_time"] for h in state["history"])
+        steps += state["step"]
+    return points
 
-    from slam.delta import load_model_with_delta
-    from slam.prompts import collate
-    from slam.train_parts import encode_rows, read_split, select_rows
 
-    model, tok = load_model_with_delta(model_path, delta_uri, dtype="float32", device="cpu")
-    rows = select_rows(read_split(data, "val"), ["cot"], None)[:limit]
-    ex, _ = encode_rows(tok, rows, template, 1024)
-    tot = cnt = 0.0
-    with torch.no_grad():
-        for i in range(0, len(ex), 8):
-            b = collate(ex[i:i + 8], tok.pad_token_id)
-            n = float((b["labels"][:, 1:] != -100).sum())
-            tot += float(model(**b).loss) * n
-            cnt += n
-    return tot / cnt
+def time_to(points: list[dict], metric: str, target: float) -> float | None:
+    """Training time of the first validation point at least as good as target (None: never)."""
+    better = (lambda v: v <= target + 1e-12) if metric == "val_loss" else (lambda v: v >= target - 1e-12)
+    return next((p["train_time"] for p in points if metric in p and better(p[metric])), None)
+
+
+def best(points: list[dict], metric: str) -> float | None:
+    vals = [p[metric] for p in points if metric in p]
+    return (min(vals) if metric == "val_loss" else max(vals)) if vals else None
+
+
+def race(runs: dict, a: str, b: str, metric: str) -> None:
+    ta, tb = runs[a]["timeline"], runs[b]["timeline"]
+    ba, bb = best(ta, metric), best(tb, metric)
+    if ba is None or bb is None:
+        return
+    common = max(ba, bb) if metric == "val_loss" else min(ba, bb)
+    xa, xb = time_to(ta, metric, common), time_to(tb, metric, common)
+    print(f"  {metric}: best {a} {ba:.4f}, {b} {bb:.4f}; common target {common:.4f} reached after "
+          f"{a} {xa:.1f} s, {b} {xb:.1f} s of training -> {b}/{a} = {xb / max(xa, 1e-9):.2f}x")
+    for x, bx, y, ty in [(a, ba, b, tb), (b, bb, a, ta)]:
+        t = time_to(ty, metric, bx)
+        print(f"    {y} {'reaches' if t is not None else 'never reaches'} {x}'s best {bx:.4f}"
+              + (f" after {t:.1f} s" if t is not None else ""))
+    for name, pts in [(a, ta), (b, tb)]:
+        print(f"    {name:10s} " + "  ".join(f"{p['train_time']:.0f}s:{p[metric]:.3f}" for p in pts if metric in p))
 
 
 def main() -> None:
@@ -92,7 +117,12 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--engine", default="torch", choices=["torch", "deepspeed"])
     ap.add_argument("--no-two-stage", action="store_true")
-    ap.add_argument("--val-limit", type=int, default=96)
+    ap.add_argument("--val-limit", type=int, default=96, help="validation rows for the loss")
+    ap.add_argument("--val-every", type=int, default=0, help="steps between validation losses (0 = steps/6)")
+    ap.add_argument("--acc-limit", type=int, default=0, help="questions per language for val accuracy (0 = off)")
+    ap.add_argument("--acc-every", type=int, default=0, help="steps between val accuracies (0 = only at the end)")
+    ap.add_argument("--langs", default="en,de,fr,zh,th,sw", help="languages of the synthetic world")
+    ap.add_argument("--gradient-checkpointing", action="store_true", help="for every method")
     a = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="slam-bench-"))
@@ -103,7 +133,7 @@ def main() -> None:
     if not a.data:
         from slam.data.synth import synth
 
-        synth(str(work / "synth"), n_train=300, n_val=20, n_test=10, n_probe=8, seed=0)
+        synth(str(work / "synth"), langs=a.langs.split(","), n_train=300, n_val=20, n_test=10, n_probe=8, seed=0)
         a.data = str(work / "synth")
     if a.model == "tiny":
         from slam.testing import save_tiny
@@ -115,7 +145,9 @@ def main() -> None:
 
     base = [f"model.path={a.model}", f"data.train={a.data}", f"train.max_steps={a.steps}", f"train.lr={a.lr}",
             f"train.micro_batch_size={a.micro}", f"train.engine={a.engine}", "train.checkpoint_every=0",
-            "train.val_max_examples=32"]
+            f"train.val_max_examples={a.val_limit}", "train.val_tasks=cot",
+            f"train.val_every={a.val_every or max(1, a.steps // 6)}", f"train.val_accuracy_limit={a.acc_limit}",
+            f"train.val_accuracy_every={a.acc_every}", f"train.gradient_checkpointing={a.gradient_checkpointing}"]
     load = child({"mode": "load", "model": a.model})
     runs = {}
     for method in ["slam", "full"] + ([] if a.no_two_stage else ["two-stage"]):
@@ -128,11 +160,12 @@ def main() -> None:
         ckpt = Path(json.loads((run_dir / "checkpoints" / "latest.json").read_text())["uri"])
         out["ckpt_mb"], out["delta_mb"] = dir_mb(ckpt), dir_mb(Path(out["delta_uri"]))
         out["state_mb"] = out["peak_rss_mb"] - load["peak_rss_mb"]
-        out["common_val_loss"] = common_val_loss(a.model, out["delta_uri"], a.data, "alpaca", a.val_limit)
+        out["timeline"] = timeline(work / method, method, out["run_name"])
         runs[method] = out
 
     s, f = runs["slam"], runs["full"]
-    print(f"\nmodel {a.model}, {a.steps} steps, micro-batch {a.micro}, engine {a.engine}, SLAM layers {a.layers}")
+    print(f"\nmodel {a.model}, {a.steps} steps, micro-batch {a.micro}, engine {a.engine}, SLAM layers {a.layers}, "
+          f"gradient checkpointing {a.gradient_checkpointing}")
     print(f"{'':28s}{'SLAM':>14s}{'full FT':>14s}{'ratio':>9s}  goal")
     rows = [("trainable params", s["trainable"], f["trainable"], None),
             ("step time (s, median)", s["step_time"], f["step_time"], 0.75),
@@ -140,18 +173,17 @@ def main() -> None:
             ("training-state memory (MiB)", s["state_mb"], f["state_mb"], 0.5),
             ("checkpoint (MiB)", s["ckpt_mb"], f["ckpt_mb"], 0.1),
             ("delta artifact (MiB)", s["delta_mb"], f["delta_mb"], None),
-            ("val loss after training", s["common_val_loss"], f["common_val_loss"], None)]
+            ("val loss after training", s["val_loss"], f["val_loss"], None)]
     for name, x, y, goal in rows:
         r = x / y if y else float("nan")
         mark = "" if goal is None else (f"<= {goal}  {'OK' if r <= goal else 'MISSED'}")
         print(f"{name:28s}{x:>14,.3f}{y:>14,.3f}{r:>9.3f}  {mark}")
-    if "two-stage" in runs:
-        t = runs["two-stage"]
-        print("\nsingle-stage SLAM vs two-stage (QAlign-style), metric = val loss on multilingual CoT val rows:")
-        print(f"  SLAM      : {s['wall']:7.1f} s wall, val loss {s['common_val_loss']:.4f}")
-        print(f"  two-stage : {t['wall']:7.1f} s wall, val loss {t['common_val_loss']:.4f} "
-              f"({'reached' if t['common_val_loss'] <= s['common_val_loss'] else 'did NOT reach'} SLAM's loss)")
-        print(f"  wall-time ratio two-stage / SLAM = {t['wall'] / s['wall']:.2f}x")
+    print("\ntime to a common validation target (training time = optimizer-step seconds, validation excluded):")
+    for other in [m for m in ("full", "two-stage") if m in runs]:
+        print(f" SLAM vs {other}:")
+        for metric in ("val_loss", "val_accuracy"):
+            race(runs, "slam", other, metric)
+    print(" total wall (incl. load, validation): " + ", ".join(f"{m} {r['wall']:.0f} s" for m, r in runs.items()))
     (work / "bench.json").write_text(json.dumps(runs, indent=1, default=str))
     print(f"\nraw numbers: {work / 'bench.json'}")
 

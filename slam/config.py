@@ -100,8 +100,13 @@ class TrainConfig:
     seed: int = 0
     val_every: int = 0
     """Validation loss every N steps (0 = only at the end)."""
+    val_tasks: list[Literal["cot", "translate"]] = field(default_factory=list)
+    """Tasks of the validation rows; empty = what this (stage of the) run trains on. ["cot"] = the target,
+    questions in every language with English CoT answers: comparable across methods and two-stage stages."""
     val_accuracy_limit: int = 0
-    """Questions per language for a small validation accuracy at the end (0 = off)."""
+    """Questions per language for a small validation accuracy (greedy generation; 0 = off)."""
+    val_accuracy_every: int = 0
+    """Steps between validation accuracies when val_accuracy_limit > 0 (0 = only at the end)."""
     report_every: int = 10
     """Steps between ray.train.report calls (each one costs ~0.2-2 s)."""
     checkpoint_every: int = 0

@@ -76,7 +76,9 @@ def train_loop(config: dict[str, Any], session: Any = None) -> dict[str, Any]:
     # ---- data: response-only labels; too-long rows quarantined, not truncated ----------------------
     tasks, langs = stage.get("tasks"), stage.get("langs") or cfg.data.langs or None
     train_rows = tp.select_rows(tp.read_split(cfg.data.train, "train"), tasks, langs)
-    val_rows = tp.select_rows(tp.read_split(cfg.data.train, "val"), tasks, langs)[: t.val_max_examples]
+    # validating on the target (t.val_tasks) makes every method's and stage's val_loss the same measurement
+    val_tasks, val_langs = (t.val_tasks, cfg.data.langs or None) if t.val_tasks else (tasks, langs)
+    val_rows = tp.select_rows(tp.read_split(cfg.data.train, "val"), val_tasks, val_langs)[: t.val_max_examples]
     train_ex, bad = tp.encode_rows(tok, train_rows, cfg.data.prompt, cfg.data.max_length)
     val_ex, bad_val = tp.encode_rows(tok, val_rows, cfg.data.prompt, cfg.data.max_length)
     if not train_ex:
@@ -130,6 +132,18 @@ def train_loop(config: dict[str, Any], session: Any = None) -> dict[str, Any]:
         tot, cnt = tp.all_sum([tot, cnt])
         return tot / max(cnt, 1.0)
 
+    def validate(step: int, final: bool = False) -> dict[str, float]:
+        """Validation loss (all ranks) and accuracy (rank 0) when due; kept in the state with the training time."""
+        out: dict[str, float] = {}
+        if final or (t.val_every and step % t.val_every == 0):
+            out["val_loss"] = val_loss()
+        if t.val_accuracy_limit and rank == 0 and (final or (t.val_accuracy_every and step % t.val_accuracy_every == 0)):
+            out.update(_val_accuracy(engine.module, tok, val_rows, t.val_accuracy_limit, cfg.data.prompt))
+        if out:
+            # train_time = optimizer-step seconds so far (validation excluded): the x axis of time-to-target
+            state["val"].append({"step": step, "train_time": sum(h["step_time"] for h in state["history"]), **out})
+        return out
+
     def save_checkpoint(metrics: dict) -> None:
         with tempfile.TemporaryDirectory(prefix="slam-ckpt-") as d:
             engine.save(Path(d), rank)
@@ -163,11 +177,10 @@ def train_loop(config: dict[str, Any], session: Any = None) -> dict[str, Any]:
                 losses.append(float(loss.detach()))
             (loss_mean,) = tp.all_mean([sum(losses) / len(losses)])
             metrics = {"step": step, "train_loss": loss_mean, "lr": engine.lr(), "step_time": time.time() - ts}
-            if t.val_every and step % t.val_every == 0 and step != n_steps:
-                metrics["val_loss"] = val_loss()
-                state["val"].append({"step": step, "val_loss": metrics["val_loss"]})
             state["step"] = step
             state["history"].append({"step": step, "train_loss": loss_mean, "step_time": metrics["step_time"]})
+            if step != n_steps:
+                metrics.update(validate(step))
             pending.append((step, metrics))
             if rank == 0 and step % 10 == 0:
                 log.info("step %d/%d loss %.4f lr %.2e %.2fs", step, n_steps, loss_mean, metrics["lr"],
@@ -179,12 +192,9 @@ def train_loop(config: dict[str, Any], session: Any = None) -> dict[str, Any]:
 
         # ---- the end: validation, final checkpoint (= the delta), published delta ----------------------
         final = {"step": state["step"], "train_loss": state["history"][-1]["train_loss"] if state["history"] else None,
-                 "val_loss": val_loss(), "trainable": n_trainable, "trainable_fraction": plan.fraction,
+                 **validate(state["step"], final=True), "trainable": n_trainable, "trainable_fraction": plan.fraction,
                  "resumed_from_step": resumed_from, "attempts": state["attempts"], "world_size": world,
                  "wall_time": time.time() - t0, "quarantined": len(bad) + len(bad_val), "total_steps": n_steps}
-        state["val"].append({"step": state["step"], "val_loss": final["val_loss"]})
-        if t.val_accuracy_limit and rank == 0:
-            final.update(_val_accuracy(engine.module, tok, val_rows, t.val_accuracy_limit, cfg.data.prompt))
         pending.append((state["step"], {k: v for k, v in final.items() if isinstance(v, (int, float))}))
         delta_uri = storage.join(run_dir, "delta")
         if rank == 0:

@@ -113,6 +113,27 @@ def test_two_stage_runs_translate_then_english_cot(world, tmp_path):
     assert not torch.equal(t1[name], base[name]) and not torch.equal(t2[name], t1[name])
 
 
+@pytest.mark.parametrize("val_tasks,stage2_langs", [("[]", {"en"}), ("[cot]", {"en", "de", "fr"})])
+def test_validation_on_the_target_is_the_same_measurement_in_every_stage(world, tmp_path, val_tasks, stage2_langs):
+    """val_tasks=[cot]: stage 1 (translate) and stage 2 (English CoT) validate on multilingual CoT rows."""
+    out = train_local(cfg_for(world, "train.method=two-stage", "train.max_steps=4", "train.checkpoint_every=0",
+                              "train.lr=1e-3", f"train.val_tasks={val_tasks}", "train.val_every=1",
+                              "train.val_accuracy_limit=1", "train.val_accuracy_every=2",
+                              "train.val_max_examples=64"), str(tmp_path))
+    states = {}
+    for stage in ("stage1", "stage2"):
+        run = next(d for d in tmp_path.iterdir() if d.name.endswith(stage))
+        states[stage] = json.loads((run / "checkpoints" / "step-0000004" / "trainer_state.json").read_text())["val"]
+    s2 = states["stage2"]
+    assert [v["step"] for v in s2] == [1, 2, 3, 4]
+    assert [("val_accuracy" in v) for v in s2] == [False, True, False, True]
+    assert all(a["train_time"] <= b["train_time"] for a, b in zip(s2, s2[1:]))
+    assert {k.removeprefix("val_accuracy_") for k in s2[-1] if k.startswith("val_accuracy_")} == stage2_langs
+    assert out["val_loss"] == s2[-1]["val_loss"]
+    # stage 1 trains on translation; with the target as validation it is scored on CoT answers too
+    assert ("val_accuracy" in states["stage1"][-1]) == (val_tasks == "[cot]")
+
+
 def test_too_long_rows_are_quarantined_and_counted(world, tmp_path):
     out = train_loop({"cfg": to_dict(cfg_for(world, "data.max_length=240", "train.max_steps=1",
                                                "train.checkpoint_every=0")), "run_dir": str(tmp_path / "r")})
