@@ -127,7 +127,7 @@ def test_validation_on_the_target_is_the_same_measurement_in_every_stage(world, 
     s2 = states["stage2"]
     assert [v["step"] for v in s2] == [1, 2, 3, 4]
     assert [("val_accuracy" in v) for v in s2] == [False, True, False, True]
-    assert all(a["train_time"] <= b["train_time"] for a, b in zip(s2, s2[1:]))
+    assert all(a["train_time"] <= b["train_time"] for a, b in zip(s2, s2[1:], strict=False))
     assert {k.removeprefix("val_accuracy_") for k in s2[-1] if k.startswith("val_accuracy_")} == stage2_langs
     assert out["val_loss"] == s2[-1]["val_loss"]
     # stage 1 trains on translation; with the target as validation it is scored on CoT answers too
