@@ -69,10 +69,14 @@ def test_slam_trains_only_the_plan_and_everything_else_is_bit_identical(world, t
     assert changed == {f"model.layers.{i}.mlp.{r}_proj.weight" for i in (1, 2) for r in ("up", "down")}
 
 
-@pytest.mark.parametrize("engine", ["torch", "deepspeed"])
-def test_resume_after_injected_failure_is_exact(world, tmp_path, monkeypatch, engine):
-    """Kill at step 5 (last checkpoint: 4), re-run: same losses as an uninterrupted run, no step twice."""
-    cfg = to_dict(cfg_for(world, f"train.engine={engine}", "train.grad_accum=2"))
+@pytest.mark.parametrize("engine,precision", [("torch", "fp32"), ("deepspeed", "fp32"), ("deepspeed", "bf16")])
+def test_resume_after_injected_failure_is_exact(world, tmp_path, monkeypatch, engine, precision):
+    """Kill at step 5 (last checkpoint: 4), re-run: same losses as an uninterrupted run, no step twice.
+
+    deepspeed+bf16 is the GPU precision path (bf16 module, fp32 master weights in the ZeRO-2 optimizer)
+    run on DeepSpeed's CPU accelerator: the same code, minus CUDA kernels.
+    """
+    cfg = to_dict(cfg_for(world, f"train.engine={engine}", "train.grad_accum=2", f"train.precision={precision}"))
     clean = train_loop({"cfg": cfg, "run_dir": str(tmp_path / "clean")})
     monkeypatch.setenv("SLAM_FAIL_AT_STEP", "5")
     with pytest.raises(InjectedFault):
@@ -86,6 +90,9 @@ def test_resume_after_injected_failure_is_exact(world, tmp_path, monkeypatch, en
     assert curves[1] == curves[0]  # the loss curve continues exactly where it left off
     assert resumed["val_loss"] == pytest.approx(clean["val_loss"], rel=1e-6)
     assert (tmp_path / "killed" / "faults" / "step-5").is_file()
+    from slam.delta import read_manifest
+
+    assert read_manifest(resumed["delta_uri"])["dtype"] == {"fp32": "float32", "bf16": "bfloat16"}[precision]
 
 
 def test_full_method_trains_every_tensor(world, tmp_path):
