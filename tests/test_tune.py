@@ -48,6 +48,17 @@ def test_random_search_is_a_seeded_sample_and_repeats_get_their_own_names():
     assert [p["trial"] for p in reps] == ["k2-top-k-lr2e-05", "k2-top-k-lr2e-05-r1"]
 
 
+@pytest.mark.parametrize("metric,want", [("val_loss", {"val_every": 4, "val_accuracy_every": 0}),
+                                          ("val_accuracy", {"val_every": 0, "val_accuracy_every": 4})])
+def test_trials_validate_the_tune_metric_at_every_report(metric, want):
+    """ASHA compares trials on intermediate reports, so each report must carry the metric it ranks by."""
+    from slam.distributed.tune import _trial_cfg
+
+    cfg = cfg_with(tune={"metric": metric, "max_steps": 8}, train={"report_every": 4, "val_accuracy_limit": 3})
+    t = _trial_cfg(cfg, {"layers": [1], "lr": 1e-3, "rep": 0, "trial": "k1"}, "tune-x", "")["train"]
+    assert {k: t[k] for k in want} == want and t["max_steps"] == 8 and t["layers"] == [1]
+
+
 def test_k_beyond_the_model_is_rejected():
     from slam.distributed.tune import search_points
 

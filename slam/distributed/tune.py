@@ -92,6 +92,8 @@ def _trial_cfg(cfg: SlamConfig, point: dict[str, Any], name: str, parent_run_id:
     return to_dict(cfg.replace(
         train={"layers": point["layers"], "lr": point["lr"], "max_steps": tc.max_steps, "seed": t.seed + point["rep"],
                "report_every": report_every, "val_every": report_every if tc.metric == "val_loss" else t.val_every,
+               # ASHA compares trials on intermediate reports: the metric must be in them
+               "val_accuracy_every": report_every if tc.metric == "val_accuracy" else t.val_accuracy_every,
                "run_name": f"{name}-{point['trial']}", "method": "slam"},
         tracking={"parent_run_id": parent_run_id}))
 
