@@ -14,7 +14,8 @@ Goals (issue 5): step time <= 0.75x, memory <= 0.5x, checkpoint <= 0.1x of full 
 Single-stage SLAM vs two-stage: every method validates on the same rows, the target task (questions in
 every language, English CoT answers: `train.val_tasks=[cot]`), every --val-every steps (loss) and every
 --acc-every steps (greedy accuracy on --acc-limit questions per language). The x axis is training time:
-the sum of optimizer-step seconds (validation excluded), stage 1 + stage 2 for two-stage. We report the
+steps x the median optimizer-step seconds of that stage (validation excluded; robust to a transient
+slow step), stage 1 + stage 2 for two-stage. We report the
 time each method first reaches a common target: the best value *both* reach (the weaker method's best),
 and whether each reaches the other's best at all.
 """
@@ -73,8 +74,11 @@ def timeline(storage_root: Path, method: str, run_name: str) -> list[dict]:
     for d in dirs:
         latest = json.loads((d / "checkpoints" / "latest.json").read_text())["uri"]
         state = json.loads((Path(latest) / "trainer_state.json").read_text())
-        points += [{**v, "train_time": v["train_time"] + offset, "step": v["step"] + steps} for v in state["val"]]
-        offset += sum(h["step_time"] for h in state["history"])
+        # steps x median step time: one slow step (another process on the box) does not move the whole curve
+        med = statistics.median(h["step_time"] for h in state["history"])
+        points += [{**v, "measured_time": v["train_time"] + offset, "train_time": v["step"] * med + offset,
+                    "step": v["step"] + steps} for v in state["val"]]
+        offset += state["step"] * med
         steps += state["step"]
     return points
 
@@ -123,9 +127,20 @@ def main() -> None:
     ap.add_argument("--acc-every", type=int, default=0, help="steps between val accuracies (0 = only at the end)")
     ap.add_argument("--langs", default="en,de,fr,zh,th,sw", help="languages of the synthetic world")
     ap.add_argument("--gradient-checkpointing", action="store_true", help="for every method")
+    ap.add_argument("--report", default="", help="re-print the report of an earlier run's work dir (no training)")
     a = ap.parse_args()
+    if a.report:
+        work = Path(a.report)
+        if (work / "args.json").is_file():
+            a = argparse.Namespace(**json.loads((work / "args.json").read_text()))
+        runs = json.loads((work / "bench.json").read_text())
+        for method, r in runs.items():
+            r["timeline"] = timeline(work / method, method, r["run_name"])
+        summarize(runs, a)
+        return
 
     work = Path(tempfile.mkdtemp(prefix="slam-bench-"))
+    (work / "args.json").write_text(json.dumps(vars(a)))
     if a.model == "smollm2":
         from slam.models import import_smollm2
 
@@ -163,6 +178,12 @@ def main() -> None:
         out["timeline"] = timeline(work / method, method, out["run_name"])
         runs[method] = out
 
+    (work / "bench.json").write_text(json.dumps(runs, indent=1, default=str))
+    summarize(runs, a)
+    print(f"\nraw numbers: {work / 'bench.json'} (re-print: --report {work})")
+
+
+def summarize(runs: dict, a: argparse.Namespace) -> None:
     s, f = runs["slam"], runs["full"]
     print(f"\nmodel {a.model}, {a.steps} steps, micro-batch {a.micro}, engine {a.engine}, SLAM layers {a.layers}, "
           f"gradient checkpointing {a.gradient_checkpointing}")
@@ -174,18 +195,18 @@ def main() -> None:
             ("checkpoint (MiB)", s["ckpt_mb"], f["ckpt_mb"], 0.1),
             ("delta artifact (MiB)", s["delta_mb"], f["delta_mb"], None),
             ("val loss after training", s["val_loss"], f["val_loss"], None)]
+    if "val_accuracy" in s and "val_accuracy" in f:
+        rows.append(("val accuracy after training", s["val_accuracy"], f["val_accuracy"], None))
     for name, x, y, goal in rows:
         r = x / y if y else float("nan")
         mark = "" if goal is None else (f"<= {goal}  {'OK' if r <= goal else 'MISSED'}")
         print(f"{name:28s}{x:>14,.3f}{y:>14,.3f}{r:>9.3f}  {mark}")
-    print("\ntime to a common validation target (training time = optimizer-step seconds, validation excluded):")
+    print("\ntime to a common validation target (training time = steps x median step seconds, validation excluded):")
     for other in [m for m in ("full", "two-stage") if m in runs]:
         print(f" SLAM vs {other}:")
         for metric in ("val_loss", "val_accuracy"):
             race(runs, "slam", other, metric)
     print(" total wall (incl. load, validation): " + ", ".join(f"{m} {r['wall']:.0f} s" for m, r in runs.items()))
-    (work / "bench.json").write_text(json.dumps(runs, indent=1, default=str))
-    print(f"\nraw numbers: {work / 'bench.json'}")
 
 
 if __name__ == "__main__":

@@ -96,6 +96,9 @@ class TrainConfig:
     micro_batch_size: int = 4
     grad_accum: int = 1
     gradient_checkpointing: bool = False
+    chunked_loss: bool = True
+    """Loss from the final hidden states on response tokens only, in chunks: the full logits are never
+    materialized (less memory, same value: checked on the first batch, else the model's own loss is used)."""
     max_grad_norm: float = 1.0
     seed: int = 0
     val_every: int = 0

@@ -101,6 +101,10 @@ def train_loop(config: dict[str, Any], session: Any = None) -> dict[str, Any]:
         engine = tp.TorchEngine(model, optimizer, scheduler, accum=t.grad_accum, max_grad_norm=t.max_grad_norm,
                                 world=world, precision=precision, device=device)
 
+    if t.chunked_loss:
+        engine.chunked_loss = tp.pick_chunked_loss(engine.module, batch_of(list(range(min(2, len(train_ex)))), train_ex),
+                                                   precision, t.zero_stage if t.engine == "deepspeed" else 0)
+
     # ---- resume: a checkpoint restores weights, optimizer, scheduler, step, history and RNG ---------
     state: dict[str, Any] = {"step": 0, "history": [], "val": [], "attempts": 0}
     with session.checkpoint_dir() as ckpt:

@@ -235,3 +235,46 @@ def test_presets_load(name):
         assert t.layers == [0, 1, 2, 3, 4, 5] and t.lr == 2e-5 and t.warmup_ratio == 0 and t.epochs == 4
         assert t.micro_batch_size * t.grad_accum * t.num_workers == 512 and cfg.data.max_length == 1024
         assert t.zero_stage == 2 and t.precision == "bf16"
+
+
+def _loss_batch(vocab: int, length: int = 1100) -> dict:
+    """Two rows, different prompt lengths and padding: > 2 chunks of response tokens in all."""
+    torch.manual_seed(0)
+    ids = torch.randint(3, vocab, (2, length))
+    labels, mask = ids.clone(), torch.ones_like(ids)
+    labels[0, :40], labels[1, :300] = -100, -100
+    labels[1, 900:], mask[1, 900:] = -100, 0
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma", "phi3", "gpt_neox", "gpt2", "opt", "falcon", "bloom"])
+def test_chunked_response_loss_equals_the_models_own_loss_and_gradients(arch):
+    from slam.testing import tiny_model
+    from slam.train_parts import causal_lm_loss, chunked_loss_unsupported
+
+    model = tiny_model(arch, num_layers=2, **({"max_position_embeddings": 2048} if arch in ("gpt2", "opt") else {}))
+    assert chunked_loss_unsupported(model) is None
+    batch = _loss_batch(model.config.vocab_size)
+    grads = []
+    for chunked in (False, True):
+        model.zero_grad()
+        loss = causal_lm_loss(model, model, batch, chunked)
+        loss.backward()
+        grads.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (ref, g_ref), (got, g_got) = grads
+    assert got == pytest.approx(ref, rel=1e-5)
+    assert g_got.keys() == g_ref.keys()
+    for n in g_ref:
+        torch.testing.assert_close(g_got[n], g_ref[n], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("overrides,reason", [({"final_logit_softcapping": 30.0}, "final_logit_softcapping=30.0")])
+def test_chunked_loss_refuses_models_that_post_process_logits(overrides, reason):
+    from slam.testing import tiny_model
+    from slam.train_parts import chunked_loss_unsupported, pick_chunked_loss
+
+    model = tiny_model("gemma2", num_layers=2, **overrides)
+    assert reason in chunked_loss_unsupported(model)
+    assert pick_chunked_loss(model, _loss_batch(model.config.vocab_size, 64), "fp32") is False
+    plain = tiny_model("gemma2", num_layers=2, final_logit_softcapping=None)
+    assert pick_chunked_loss(plain, _loss_batch(plain.config.vocab_size, 64), "fp32") is True
