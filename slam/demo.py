@@ -36,7 +36,9 @@ DEMO_PARAMS: dict[str, Any] = {
     # trials use the plain torch engine (no DeepSpeed JIT per trial); the final training run uses DeepSpeed
     "tune_overrides": ("tune.max_steps=8;tune.asha=false;train.engine=torch;train.lr=2e-4;train.report_every=4;"
                        "train.micro_batch_size=4;train.val_max_examples=32;data.max_length=384"),
-    "train_overrides": ("train.max_steps=60;train.lr=2e-4;train.micro_batch_size=4;train.report_every=10;"
+    # 2 Ray workers x micro-batch 2 = global batch 4 (DeepSpeed ZeRO-2 across the two, gloo)
+    "train_overrides": ("train.max_steps=60;train.lr=2e-4;train.num_workers=2;train.micro_batch_size=2;"
+                        "train.report_every=10;"
                         "train.val_max_examples=32;data.max_length=384"),
     "eval_limit": 24,
     "eval_max_new_tokens": 96,

@@ -123,7 +123,7 @@ def _max_concurrent(cfg: SlamConfig, num_workers: int) -> int:
 def _init_ray(ray_address: str | None) -> None:
     import ray
 
-    from slam.distributed.train import WORKER_ENV
+    from slam.distributed.train import WORKER_ENV, local_runtime_env
     from slam.train_parts import default_extensions_dir
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
@@ -139,7 +139,7 @@ def _init_ray(ray_address: str | None) -> None:
     if ray_address:
         ray.init(address=ray_address, runtime_env={"env_vars": env})
     else:
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, runtime_env={"env_vars": env})
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, runtime_env=local_runtime_env(env))
 
 
 def _rows(results: Any, points: dict[str, dict], max_steps: int, run_dirs: dict[str, str]) -> list[dict[str, Any]]:
