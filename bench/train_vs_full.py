@@ -61,9 +61,10 @@ def dir_mb(p: Path) -> float:
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) / 2**20
 
 
-def history(run_dir: Path) -> list[dict]:
+def final_state(run_dir: Path) -> dict:
+    """The trainer_state.json of a run's latest checkpoint (history of steps, validation points)."""
     latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())["uri"]
-    return json.loads((Path(latest) / "trainer_state.json").read_text())["history"]
+    return json.loads((Path(latest) / "trainer_state.json").read_text())
 
 
 def timeline(storage_root: Path, method: str, run_name: str) -> list[dict]:
@@ -72,8 +73,7 @@ def timeline(storage_root: Path, method: str, run_name: str) -> list[dict]:
             if method == "two-stage" else [storage_root / run_name])
     points, offset, steps = [], 0.0, 0
     for d in dirs:
-        latest = json.loads((d / "checkpoints" / "latest.json").read_text())["uri"]
-        state = json.loads((Path(latest) / "trainer_state.json").read_text())
+        state = final_state(d)
         # steps x median step time: one slow step (another process on the box) does not move the whole curve
         med = statistics.median(h["step_time"] for h in state["history"])
         points += [{**v, "measured_time": v["train_time"] + offset, "train_time": v["step"] * med + offset,
@@ -171,7 +171,7 @@ def main() -> None:
         out = child({"mode": "train", "overrides": [*base, f"train.method={method}", *extra],
                      "storage": str(work / method)})
         run_dir = work / method / out["run_name"]
-        out["step_time"] = statistics.median([h["step_time"] for h in history(run_dir)[2:]] or [float("nan")])
+        out["step_time"] = statistics.median([h["step_time"] for h in final_state(run_dir)["history"][2:]] or [float("nan")])
         ckpt = Path(json.loads((run_dir / "checkpoints" / "latest.json").read_text())["uri"])
         out["ckpt_mb"], out["delta_mb"] = dir_mb(ckpt), dir_mb(Path(out["delta_uri"]))
         out["state_mb"] = out["peak_rss_mb"] - load["peak_rss_mb"]

@@ -92,8 +92,30 @@ def quiet_state_api_warnings() -> None:
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
 
 
-def local_runtime_env(env: dict[str, str]) -> dict[str, Any]:
-    return {"env_vars": env, "worker_process_setup_hook": "slam.distributed.train.quiet_state_api_warnings"}
+def init_ray(ray_address: str | None, num_cpus: int) -> None:
+    """Join RAY_ADDRESS / `ray_address` (a KubeRay job, an existing cluster) or start a local Ray with num_cpus.
+
+    The environment defaults are set before ray.init because workers get the driver's values of WORKER_ENV.
+    """
+    import ray
+
+    from slam.train_parts import default_extensions_dir
+
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", default_extensions_dir())
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if ray.is_initialized():
+        return
+    env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
+    # Inside a Ray job (KubeRay RayJob, Job Submission API) RAY_ADDRESS names the cluster: join it.
+    ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
+    if ray_address:
+        ray.init(address=ray_address, runtime_env={"env_vars": env}, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={
+            "env_vars": env, "worker_process_setup_hook": "slam.distributed.train.quiet_state_api_warnings"})
 
 
 def fit(cfg: SlamConfig, *, num_workers: int | None = None, storage: str | None = None,
@@ -104,7 +126,6 @@ def fit(cfg: SlamConfig, *, num_workers: int | None = None, storage: str | None 
     from ray.train.torch import TorchTrainer
 
     from slam.train import check_inputs, run_name_for, stages_for
-    from slam.train_parts import default_extensions_dir
 
     check_inputs(cfg)
     t = cfg.train
@@ -114,21 +135,7 @@ def fit(cfg: SlamConfig, *, num_workers: int | None = None, storage: str | None 
         root = str(Path(root).resolve())
     name = run_name_for(cfg)
 
-    # before ray.init: local workers inherit the driver's environment
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", default_extensions_dir())
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
-    # Inside a Ray job (KubeRay RayJob, Job Submission API) RAY_ADDRESS names the cluster: join it.
-    ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
-    if not ray.is_initialized():
-        if ray_address:
-            ray.init(address=ray_address, runtime_env={"env_vars": env}, log_to_driver=True)
-        else:
-            cpus = max(int(os.cpu_count() or 1), int(n * t.cpus_per_worker + 0.999))
-            ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=local_runtime_env(env))
+    init_ray(ray_address, num_cpus=max(int(os.cpu_count() or 1), int(n * t.cpus_per_worker + 0.999)))
 
     done: list[dict[str, Any]] = []
     init_delta = None

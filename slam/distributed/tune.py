@@ -121,25 +121,11 @@ def _max_concurrent(cfg: SlamConfig, num_workers: int) -> int:
 
 
 def _init_ray(ray_address: str | None) -> None:
-    import ray
+    from slam.distributed.train import init_ray
 
-    from slam.distributed.train import WORKER_ENV, local_runtime_env
-    from slam.train_parts import default_extensions_dir
-
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", default_extensions_dir())
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # Reports at checkpoint steps may lack val_loss; the ASHA scheduler skips those, Tune must not fail on them.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    if ray.is_initialized():
-        return
-    env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
-    # Inside a Ray job (KubeRay RayJob, Job Submission API) RAY_ADDRESS names the cluster: join it.
-    ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
-    if ray_address:
-        ray.init(address=ray_address, runtime_env={"env_vars": env})
-    else:
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, runtime_env=local_runtime_env(env))
+    init_ray(ray_address, num_cpus=os.cpu_count() or 1)
 
 
 def _rows(results: Any, points: dict[str, dict], max_steps: int, run_dirs: dict[str, str]) -> list[dict[str, Any]]:
