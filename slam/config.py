@@ -324,6 +324,12 @@ def _semantic_problems(cfg: SlamConfig) -> list[str]:
                     ("eval.batch_size", cfg.eval.batch_size), ("data.max_length", cfg.data.max_length)]:
         if isinstance(v, (int, float)) and v <= 0:
             p.append(f"{name}: must be > 0, got {v}")
+    # step intervals and counts where 0 means "off"
+    for name, v in [("train.val_every", t.val_every), ("train.val_accuracy_every", t.val_accuracy_every),
+                    ("train.val_accuracy_limit", t.val_accuracy_limit), ("train.report_every", t.report_every),
+                    ("train.checkpoint_every", t.checkpoint_every)]:
+        if v < 0:
+            p.append(f"{name}: must be >= 0 (0 = off), got {v}")
     if t.zero_stage not in (0, 1, 2, 3):
         p.append(f"train.zero_stage: must be 0-3, got {t.zero_stage}")
     if t.max_steps is not None and t.max_steps <= 0:

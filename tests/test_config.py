@@ -34,6 +34,9 @@ def test_every_problem_in_one_message(tmp_path):
 def test_semantic_checks():
     with pytest.raises(ConfigError, match="train.lr: must be > 0.*probe.fire_fraction"):
         load_config(None, ["train.lr=-1", "probe.fire_fraction=2"])
+    with pytest.raises(ConfigError, match="train.val_every: must be >= 0.*train.val_accuracy_every: must be >= 0"):
+        load_config(None, ["train.val_every=-2", "train.val_accuracy_every=-1"])
+    load_config(None, ["train.val_every=0", "train.val_accuracy_every=0", "train.checkpoint_every=0"])
 
 
 @pytest.mark.parametrize("text,expected", [("0-5", [0, 1, 2, 3, 4, 5]), ("0,2,4", [0, 2, 4]),
