@@ -1,4 +1,4 @@
-"""Batched vs one-question-at-a-time evaluation throughput (slam.evaluate.generate) on SmolLM2, CPU.
+"""Batched vs one-question-at-a-time evaluation throughput (slam.generation.generate) on SmolLM2, CPU.
 
     .venv/bin/python bench/eval_batching.py                       # 32 MGSM questions (8 langs x 4), 64 new tokens
     .venv/bin/python bench/eval_batching.py --n 16 --batch-size 16 --max-new-tokens 32 --threads 1
@@ -49,7 +49,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from slam.evaluate import generate
+    from slam.generation import generate
     from slam.models import import_smollm2, load_model_and_tokenizer
 
     model, tok = load_model_and_tokenizer(args.model or import_smollm2())

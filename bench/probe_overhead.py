@@ -24,7 +24,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from slam.probe import parallel_questions, run_probe  # noqa: E402
+from slam.config import ProbeConfig  # noqa: E402
+from slam.probe import run_probe  # noqa: E402
+from slam.probe.collect import parallel_questions  # noqa: E402
 
 
 def plain(model, tok, texts, langs, batch_size, max_length, lm_head: bool) -> int:
@@ -89,8 +91,9 @@ def main() -> None:
             if key.startswith("plain"):
                 tokens = plain(model, tok, texts, langs, args.batch_size, args.max_length, key == "plain-full")
             else:
-                run_probe(model, tok, records, method=key, langs=langs, top_k=2, max_questions=args.questions,
-                          batch_size=args.batch_size, max_length=args.max_length, progress=False)
+                run_probe(model, tok, records, ProbeConfig(method=key, langs=langs, top_k=2, max_questions=args.questions,
+                                                      batch_size=args.batch_size, max_length=args.max_length),
+                          progress=False)
             best[key] = min(best.get(key, float("inf")), time.perf_counter() - t0)
 
     base = best["plain-decoder"]

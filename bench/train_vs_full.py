@@ -151,10 +151,10 @@ def main() -> None:
         synth(str(work / "synth"), langs=a.langs.split(","), n_train=300, n_val=20, n_test=10, n_probe=8, seed=0)
         a.data = str(work / "synth")
     if a.model == "tiny":
+        from slam.data.build import read_examples
         from slam.testing import save_tiny
-        from slam.train_parts import read_split
 
-        texts = [r["instruction"] + " " + r["response"] for r in read_split(a.data, "train")[:500]]
+        texts = [r["instruction"] + " " + r["response"] for r in read_examples(a.data, "train")[:500]]
         a.model = str(save_tiny(work / "tiny", "llama", num_layers=8, texts=texts, hidden_size=64,
                                 intermediate_size=256))
 

@@ -28,11 +28,12 @@ def evaluate(
     delta: Input[Model] = None,
 ) -> float:
     """No `delta` = evaluate the base model. Returns the average accuracy (0..1)."""
+    from components.io import publish, read_pointer
     from slam import steps
 
-    result = steps.evaluate(storage=storage, base_model=base_model, data_uri=steps.read_pointer(dataset),
-                            delta_uri=steps.read_pointer(delta) if delta is not None else "", label=label,
+    result = steps.evaluate(storage=storage, base_model=base_model, data_uri=read_pointer(dataset),
+                            delta_uri=read_pointer(delta) if delta is not None else "", label=label,
                             tasks=tasks, languages=languages, limit=limit, max_new_tokens=max_new_tokens,
                             mlflow_uri=mlflow_uri, experiment=experiment)
-    steps.publish(result, report, metrics=metrics, markdown=table, html=chart)
+    publish(result, report, metrics=metrics, markdown=table, html=chart)
     return float(result["outputs"]["average"])

@@ -20,8 +20,9 @@ def prepare_data(
     summary: Output[Markdown],
 ):
     """train_data = a built dataset dir/URI to use as is; empty = synthesize the multilingual world."""
+    from components.io import publish
     from slam import steps
 
     result = steps.prepare_data(storage=storage, languages=languages, train_data=train_data,
                                 synth_problems=synth_problems, synth_seed=synth_seed)
-    steps.publish(result, dataset, markdown=summary)
+    publish(result, dataset, markdown=summary)

@@ -25,10 +25,11 @@ def probe_layers(
     table: Output[Markdown],
 ) -> str:
     """Returns the selected layers as "i,j,k" (the full report is behind the `probe` pointer)."""
+    from components.io import publish, read_pointer
     from slam import steps
 
-    result = steps.probe_layers(storage=storage, base_model=base_model, data_uri=steps.read_pointer(dataset),
+    result = steps.probe_layers(storage=storage, base_model=base_model, data_uri=read_pointer(dataset),
                                 languages=languages, method=method, top_k=top_k, selection=selection,
                                 max_questions=max_questions)
-    steps.publish(result, probe, metrics=metrics, markdown=table, html=heatmap)
+    publish(result, probe, metrics=metrics, markdown=table, html=heatmap)
     return result["outputs"]["selected_layers"]

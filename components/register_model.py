@@ -26,12 +26,13 @@ def register_model(
     """Returns the model version and the alias it got (empty when the promotion gate said no)."""
     from collections import namedtuple
 
+    from components.io import publish, read_pointer
     from slam import steps
 
-    result = steps.register_model(base_model=base_model, delta_uri=steps.read_pointer(delta),
-                                  probe_uri=steps.read_pointer(probe), slam_eval_uri=steps.read_pointer(slam_eval),
-                                  base_eval_uri=steps.read_pointer(base_eval), registry_name=registry_name,
+    result = steps.register_model(base_model=base_model, delta_uri=read_pointer(delta),
+                                  probe_uri=read_pointer(probe), slam_eval_uri=read_pointer(slam_eval),
+                                  base_eval_uri=read_pointer(base_eval), registry_name=registry_name,
                                   mlflow_uri=mlflow_uri, experiment=experiment)
-    steps.publish(result, None, markdown=card)
+    publish(result, None, markdown=card)
     out = namedtuple("Registered", ["version", "alias"])
     return out(str(result["outputs"]["version"]), str(result["outputs"]["alias"]))

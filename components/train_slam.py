@@ -1,4 +1,4 @@
-"""KFP component: SLAM fine-tuning (Ray Train + DeepSpeed) of the top-k probed layers' FFNs.
+"""KFP component: SLAM fine-tuning (Ray Train + DeepSpeed) of the layers the tune step decided.
 
     python -c "from components import train_slam"   # used by pipeline/pipeline.py
 """
@@ -14,7 +14,7 @@ def train_slam(
     base_model: str,
     dataset: Input[Dataset],
     probe: Input[Artifact],
-    top_k: int,
+    tuned: Input[Artifact],
     preset: str,
     overrides: str,
     launcher: str,
@@ -24,12 +24,14 @@ def train_slam(
     delta: Output[Model],
     metrics: Output[Metrics],
 ) -> str:
-    """Returns the trained layers as "i,j,k"; `delta` points at the delta (never the weights themselves)."""
+    """`tuned` = the tune step's tune.json (the decided layers, and lr when it was searched). Returns the
+    trained layers as "i,j,k"; `delta` points at the delta (never the weights themselves)."""
+    from components.io import publish, read_pointer
     from slam import steps
 
-    result = steps.train_slam(storage=storage, base_model=base_model, data_uri=steps.read_pointer(dataset),
-                              probe_uri=steps.read_pointer(probe), top_k=top_k, preset=preset,
+    result = steps.train_slam(storage=storage, base_model=base_model, data_uri=read_pointer(dataset),
+                              probe_uri=read_pointer(probe), tune_uri=read_pointer(tuned), preset=preset,
                               overrides=overrides, launcher=launcher, mlflow_uri=mlflow_uri,
                               experiment=experiment)
-    steps.publish(result, delta, metrics=metrics)
+    publish(result, delta, metrics=metrics)
     return result["outputs"]["layers"]

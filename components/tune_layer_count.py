@@ -1,4 +1,4 @@
-"""KFP component: Ray Tune search over how many probed layers to tune (k); returns the best k.
+"""KFP component: decide the layers to train — Ray Tune over how many probed layers (k); returns the best k.
 
     python -c "from components import tune_layer_count"   # used by pipeline/pipeline.py
 """
@@ -26,11 +26,12 @@ def tune_layer_count(
     summary: Output[Markdown],
 ) -> int:
     """launcher = local (in-process Ray) | kuberay (a RayJob on the cluster); both write under `storage`."""
+    from components.io import publish, read_pointer
     from slam import steps
 
-    result = steps.tune_layer_count(storage=storage, base_model=base_model, data_uri=steps.read_pointer(dataset),
-                                    probe_uri=steps.read_pointer(probe), k_grid=k_grid, preset=preset,
+    result = steps.tune_layer_count(storage=storage, base_model=base_model, data_uri=read_pointer(dataset),
+                                    probe_uri=read_pointer(probe), k_grid=k_grid, preset=preset,
                                     overrides=overrides, launcher=launcher, mlflow_uri=mlflow_uri,
                                     experiment=experiment)
-    steps.publish(result, results, metrics=metrics, markdown=summary)
+    publish(result, results, metrics=metrics, markdown=summary)
     return int(result["outputs"]["best_k"])

@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 
 from kfp import dsl, kubernetes
 
-from components import evaluate, prepare_data, probe_layers, register_model, train_slam, tune_layer_count
+from components.evaluate import evaluate
+from components.prepare_data import prepare_data
+from components.probe_layers import probe_layers
+from components.register_model import register_model
+from components.train_slam import train_slam
+from components.tune_layer_count import tune_layer_count
 
 PIPELINE_NAME = "slam"
 # S3 credentials for every step come from this Secret (keys = env var names); never pipeline parameters.
@@ -104,7 +109,7 @@ def build_pipeline(opts: CompileOptions | None = None):
         ), opts, "tune layer count (Ray Tune)"), opts)
         train = _heavy(_common(train_slam(
             base_model=base_model, dataset=data.outputs["dataset"], probe=probe.outputs["probe"],
-            top_k=tune.outputs["Output"], preset=preset, overrides=train_overrides, launcher=launcher,
+            tuned=tune.outputs["results"], preset=preset, overrides=train_overrides, launcher=launcher,
             storage=storage, mlflow_uri=mlflow_uri, experiment=experiment,
         ), opts, "train SLAM (Ray Train + DeepSpeed)"), opts)
         eval_kw = dict(base_model=base_model, dataset=data.outputs["dataset"], tasks=eval_tasks,

@@ -5,35 +5,24 @@
     python -m slam <step> --help
 
 Each subcommand lives in `slam/commands/<name>.py` with `register(subparsers)`; heavy imports
-(torch, transformers, ray, mlflow) happen inside the command so `slam --help` stays fast.
+(torch, transformers, ray, mlflow) happen inside the command so `slam --help` stays fast. Packages
+installed alongside add subcommands through the `slam.commands` entry-point group (the project's
+`pipeline` package adds `slam pipeline` and `slam demo` that way): the library never imports them.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
-import os
 import sys
+from importlib.metadata import entry_points
 
+from slam.commands import data, evaluate, launch, merge, models, plan, probe, register, runs, train, tune
 from slam.errors import SlamError
 
 # Order = order in `slam --help`. A module is listed only once its step exists (no stubs).
-COMMAND_MODULES = [
-    "slam.commands.models",
-    "slam.commands.plan",
-    "slam.commands.data",
-    "slam.commands.probe",
-    "slam.commands.train",
-    "slam.commands.merge",
-    "slam.commands.evaluate",
-    "slam.commands.tune",
-    "slam.commands.register",
-    "slam.commands.runs",
-    "slam.commands.pipeline",
-    "slam.commands.demo",
-    "slam.commands.launch",
-]
+COMMANDS = [models, plan, data, probe, train, merge, evaluate, tune, register, runs, launch]
+PLUGIN_GROUP = "slam.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,12 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="<step>", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for module in COMMANDS:
+        module.register(sub)
+    for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        ep.load()(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from slam.env import apply_defaults
+
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -56,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # we never download models at run time
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    apply_defaults()
     try:
         return int(args.func(args) or 0)
     except SlamError as e:

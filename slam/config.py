@@ -40,11 +40,6 @@ class DataConfig:
     """Prompt template: Alpaca (MathOctopus/QAlign/SLAM evaluation) or the model's chat template."""
     max_length: int = 1024
     """Examples longer than this (prompt + response tokens) are quarantined, not truncated."""
-    translation_ratio: float = 1.0
-    """X→English question-translation examples per CoT example (the official SLAM mix is ~1:1)."""
-    val_fraction: float = 0.05
-    """Share of problems (by problem_id, all languages together) held out for validation."""
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,9 +58,14 @@ class ProbeConfig:
     fire_fraction: float = 0.01
     """p: a neuron is activated for a language if it fires on at least this share of its tokens."""
     max_questions: int = 64
-    """Parallel questions per language."""
+    """Parallel questions per language (0 = all the data has)."""
     batch_size: int = 8
     max_length: int = 256
+    """Tokens per question; longer ones are truncated (probing reads activations, not answers)."""
+    lape_entropy_quantile: float = 0.01
+    """lape: share of all neurons, lowest entropy over languages first, counted as language-specific."""
+    lape_prob_quantile: float = 0.95
+    """lape: a neuron must exceed this quantile of all activation probabilities in some language."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,8 @@ class TuneConfig:
     """ASHA: reports a trial gets before it may be stopped."""
     max_concurrent_trials: int = 0
     """0 = derived from available CPUs/GPUs."""
+    seed: int = 0
+    """Seeds the sample of search points when search=random."""
     name: str = ""
 
 
@@ -150,14 +152,13 @@ class TuneConfig:
 class EvalConfig:
     tasks: list[Literal["mgsm", "msvamp", "synthetic"]] = field(default_factory=lambda: ["synthetic"])
     langs: list[str] = field(default_factory=list)
+    """Languages to evaluate; empty = all the task has."""
     limit: int | None = None
     """Questions per language (None = all)."""
     batch_size: int = 16
     max_new_tokens: int = 0
     """0 = the task's protocol default (MGSM 600, MSVAMP 300, synthetic 160)."""
     prompt: Literal["alpaca", "chat"] = "alpaca"
-    data_dir: str = ""
-    """Where MGSM/MSVAMP/synthetic test files live (default: ../shared/data, or the synth output)."""
 
 
 @dataclass(frozen=True)
@@ -268,9 +269,38 @@ def _check(tp: Any, value: Any, where: str, problems: list[str]) -> Any:
     return value
 
 
-def split_list(text: str | None) -> list[str]:
-    """'en, de,,fr' -> ['en', 'de', 'fr'] (comma lists on the CLI and in overrides)."""
-    return [v.strip() for v in (text or "").split(",") if v.strip()]
+def split_list(text: str | None, what: str = "") -> list[str]:
+    """'en, de,,fr' -> ['en', 'de', 'fr'] (comma lists on the CLI, in overrides and pipeline parameters).
+    With `what`, a duplicate entry is an error naming it."""
+    items = [v.strip() for v in str(text or "").split(",") if v.strip()]
+    if what and len(set(items)) != len(items):
+        raise ConfigError(f"{what}: duplicate entries in {text!r}")
+    return items
+
+
+def parse_key_values(items: list[str] | None, what: str = "setting",
+                     problems: list[str] | None = None) -> dict[str, str]:
+    """['a=1', 'b.c=x=y'] -> {'a': '1', 'b.c': 'x=y'}: the one `key=value` parser (overrides, pipeline
+    parameters, --env, --node-selector, column maps). Malformed items are appended to `problems`, or all
+    raised at once."""
+    out: dict[str, str] = {}
+    errs = []
+    for item in items or []:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            errs.append(f"{what} {item!r}: expected key=value")
+            continue
+        out[key.strip()] = value
+    if problems is not None:
+        problems.extend(errs)
+    elif errs:
+        raise ConfigError("; ".join(errs))
+    return out
+
+
+def split_overrides(text: str) -> list[str]:
+    """`section.key=value` overrides in one string, separated by newlines or ';' (a pipeline parameter)."""
+    return [x.strip() for x in str(text or "").replace(";", "\n").splitlines() if x.strip()]
 
 
 def parse_int_list(text: str, where: str = "layers", problems: list[str] | None = None) -> list[int]:
@@ -340,8 +370,6 @@ def _semantic_problems(cfg: SlamConfig) -> list[str]:
         p.append(f"train.layers: duplicate layer index in {t.layers}")
     if not 0 <= cfg.probe.fire_fraction <= 1:
         p.append(f"probe.fire_fraction: must be in [0, 1], got {cfg.probe.fire_fraction}")
-    if not 0 <= cfg.data.val_fraction < 1:
-        p.append(f"data.val_fraction: must be in [0, 1), got {cfg.data.val_fraction}")
     if not 0 <= t.warmup_ratio < 1:
         p.append(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
     if any(k <= 0 for k in cfg.tune.k_grid):
@@ -366,12 +394,9 @@ def to_dict(obj: Any) -> Any:
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `section.key=value` overrides (value parsed as YAML) to a nested dict."""
     problems = []
-    for item in overrides:
-        if "=" not in item:
-            problems.append(f"override {item!r}: expected section.key=value")
-            continue
-        key, raw = item.split("=", 1)
-        parts = key.strip().split(".")
+    for key, raw in parse_key_values(overrides, "override").items():
+        item = f"{key}={raw}"
+        parts = key.split(".")
         node = data
         for p in parts[:-1]:
             node = node.setdefault(p, {})

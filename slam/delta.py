@@ -77,9 +77,10 @@ def write_delta(model: torch.nn.Module, plan: Any, local_dir: str | os.PathLike,
         raise SlamError(f"model lacks tensors the plan names: {sorted(missing)[:3]}")
     extra = dict(manifest_extra or {})
     base_path = extra.pop("base_path", "") or getattr(getattr(model, "config", None), "_name_or_path", "") or ""
+    base_dir = extra.pop("base_dir", "") or base_path  # where the URI resolved to on this node
     base = {"path": str(base_path), "model_type": plan.model_type, "num_layers": plan.num_layers}
-    if base["path"] and Path(base["path"]).is_dir():
-        base.update(base_fingerprint(base["path"]))
+    if base_dir and Path(base_dir).is_dir():
+        base.update(base_fingerprint(base_dir))
     manifest = {
         "format": FORMAT, "base": base, "layers": list(plan.layers), "roles": list(plan.roles),
         "tensors": sorted(tensors), "trainable": plan.trainable, "total": plan.total,
@@ -103,10 +104,26 @@ def save_delta(model: torch.nn.Module, plan: Any, out_dir: str | os.PathLike,
     return str(out_dir)
 
 
+def fingerprint(delta_dir: str | os.PathLike) -> str:
+    """sha256 over a local delta dir's files (names + bytes, the publish marker excluded): its identity,
+    e.g. one registered model version per fingerprint."""
+    d = Path(delta_dir)
+    h = hashlib.sha256()
+    for f in sorted(p for p in d.rglob("*") if p.is_file() and p.name != storage.SUCCESS):
+        h.update(f.relative_to(d).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def read_manifest(delta_uri: str | os.PathLike) -> dict[str, Any]:
-    m = storage.read_json(storage.join(delta_uri, MANIFEST_FILE))
+    uri = storage.join(delta_uri, MANIFEST_FILE)
+    if not storage.exists(uri):
+        raise SlamError(f"{delta_uri} is not a SLAM delta dir (no {MANIFEST_FILE})")
+    m = storage.read_json(uri)
     if m.get("format") != FORMAT:
         raise SlamError(f"{delta_uri} is not a SLAM delta (manifest format {m.get('format')!r}, expected {FORMAT})")
+    if not storage.exists(storage.join(delta_uri, TENSORS_FILE)):
+        raise SlamError(f"{delta_uri} is not a SLAM delta dir (no {TENSORS_FILE})")
     return m
 
 
@@ -151,12 +168,14 @@ def apply_delta(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> Non
 
 def load_model_with_delta(base_path: str | os.PathLike, delta_uri: str | os.PathLike, dtype: str = "auto",
                           device: torch.device | str | None = None):
-    """Base model + delta, ready for evaluation: (model, tokenizer). A wrong base is refused."""
-    from slam.models import load_model_and_tokenizer
+    """Base model (any URI slam.models.resolve_model takes) + delta, ready for evaluation: (model, tokenizer).
+    A wrong base is refused."""
+    from slam.models import load_model_and_tokenizer, resolve_model
 
     tensors, manifest = load_delta(delta_uri)
-    check_base(base_path, manifest, str(delta_uri))
-    model, tok = load_model_and_tokenizer(base_path, dtype=dtype, device=device)
+    base_dir = resolve_model(str(base_path))
+    check_base(base_dir, manifest, str(delta_uri))
+    model, tok = load_model_and_tokenizer(base_dir, dtype=dtype, device=device)
     apply_delta(model, tensors)
     return model.eval(), tok
 

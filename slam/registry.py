@@ -14,7 +14,6 @@ second version. Aliases, not stages.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 from dataclasses import asdict, dataclass
@@ -23,6 +22,8 @@ from typing import Any
 
 from slam import storage
 from slam.config import TrackingConfig
+from slam.delta import fingerprint as delta_fingerprint
+from slam.delta import read_manifest
 from slam.errors import SlamError
 from slam.tracking import MlflowTracker, get_tracker, pipeline_tags
 
@@ -89,29 +90,6 @@ def scores_from_eval(report: dict) -> Scores:
     return Scores(float(non_en), None if english is None else float(english))
 
 
-def delta_fingerprint(delta_dir: Path) -> str:
-    """sha256 over the delta's files (names + bytes): the identity of a registered version."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in delta_dir.rglob("*") if p.is_file() and p.name != storage.SUCCESS):
-        h.update(f.relative_to(delta_dir).as_posix().encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def _read_manifest(delta_dir: Path) -> dict:
-    m = delta_dir / "manifest.json"
-    problems = []
-    if not m.is_file():
-        problems.append("no manifest.json")
-    elif storage.read_json(m).get("format") != "slam-delta/1":
-        problems.append("manifest.json is not format slam-delta/1")
-    if not any(delta_dir.glob("*.safetensors")):
-        problems.append("no *.safetensors")
-    if problems:
-        raise SlamError(f"{delta_dir} is not a SLAM delta dir ({', '.join(problems)})")
-    return storage.read_json(m)
-
-
 def _first(d: dict, *keys: str, default: Any = None) -> Any:
     for k in keys:
         if d.get(k) not in (None, ""):
@@ -148,7 +126,7 @@ def _scores_from_tags(tags: dict[str, str]) -> Scores | None:
 def _save_pyfunc(delta_dir: Path, out: Path, base: str, template: str) -> None:
     import mlflow.pyfunc
 
-    from slam.pyfunc_model import SlamDeltaModel
+    from slam.serving import SlamDeltaModel
 
     mlflow.pyfunc.save_model(
         path=str(out), python_model=SlamDeltaModel(), artifacts={"delta": str(delta_dir)},
@@ -213,7 +191,7 @@ def register_delta(tracking: TrackingConfig, delta_uri: str, eval_uri: str, *, n
     report = storage.read_json(eval_uri)
     scores = scores_from_eval(report)
     with storage.local_copy(delta_uri) as delta_dir:
-        manifest = _read_manifest(delta_dir)
+        manifest = read_manifest(delta_dir)
         mb = manifest.get("base")
         base = base or str((mb.get("path") if isinstance(mb, dict) else mb) or "")
         if not base:

@@ -40,6 +40,12 @@ def split_s3(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+def absolute(root: str | os.PathLike) -> str:
+    """A storage root as every process sees it: s3:// as is, a local path made absolute (kfp.local and Ray
+    run steps and workers in their own working directories)."""
+    return str(root) if is_s3(root) else str(Path(root).resolve())
+
+
 def join(uri: str | os.PathLike, *parts: str) -> str:
     base = str(uri)
     if is_s3(base):
@@ -105,6 +111,19 @@ def read_bytes(uri: str | os.PathLike) -> bytes:
 
 def read_text(uri: str | os.PathLike) -> str:
     return read_bytes(uri).decode("utf-8")
+
+
+def read_jsonl(uri: str | os.PathLike) -> list[dict[str, Any]]:
+    """The objects of a JSON-lines file, one per line. Lines are split on "\\n" only: str.splitlines()
+    also splits on U+2028/U+2029 and other separators that occur inside real questions."""
+    rows = []
+    for i, line in enumerate(read_text(uri).split("\n"), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise SlamError(f"{uri} line {i}: not valid JSON ({e.msg})") from None
+    return rows
 
 
 def read_json(uri: str | os.PathLike) -> Any:
@@ -182,16 +201,24 @@ def publish_dir(local_dir: str | os.PathLike, uri: str | os.PathLike) -> str:
     return uri
 
 
+def list_objects(uri: str) -> list[tuple[str, str]]:
+    """(key relative to the prefix, ETag) of every object under an s3:// prefix."""
+    bucket, prefix = split_s3(uri)
+    prefix = prefix.rstrip("/") + "/"
+    out: list[tuple[str, str]] = []
+    try:
+        for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            out.extend((o["Key"][len(prefix):], str(o.get("ETag", ""))) for o in page.get("Contents", []))
+    except Exception as e:
+        raise _s3_error(e, uri) from None
+    return out
+
+
 def download_dir(uri: str, local_dir: str | os.PathLike, require_success: bool = True) -> Path:
     bucket, prefix = split_s3(uri)
     prefix = prefix.rstrip("/") + "/"
     c = s3_client()
-    keys: list[str] = []
-    try:
-        for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            keys.extend(o["Key"] for o in page.get("Contents", []))
-    except Exception as e:
-        raise _s3_error(e, uri) from None
+    keys = [prefix + k for k, _ in list_objects(uri)]
     if not keys:
         raise SlamError(f"nothing at {uri}")
     if require_success and prefix + SUCCESS not in keys:

@@ -2,16 +2,15 @@
 
 import os
 
-# Set before anything imports Ray/transformers so workers inherit them.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+# Before anything imports Ray/transformers, so workers inherit them: the repo's DeepSpeed JIT cache (warm
+# after the first run), then slam's own runtime defaults (slam/env.py).
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(os.path.dirname(__file__), "..", ".cache", "torch_extensions"))
 
 from pathlib import Path  # noqa: E402
+
+from slam.env import apply_defaults  # noqa: E402
+
+apply_defaults()
 
 import pytest  # noqa: E402
 

@@ -59,7 +59,7 @@ def test_quick_demo_end_to_end_on_s3(quick_demo):
 
     # KFP artifacts carry per-language accuracy and the visualizations
     run_dir = summary["run_dir"]
-    from pipeline.cli import task_outputs
+    from pipeline.local import task_outputs
 
     tasks = task_outputs(run_dir)
     slam_eval = next(t for t in tasks.values() if t["artifacts"].get("report", {}).get("label") == "slam")

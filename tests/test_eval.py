@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from slam import evaluate
+from slam import evaluate, generation
 from slam.errors import SlamError
 from slam.testing import tiny_model, tiny_tokenizer
 
@@ -43,8 +43,8 @@ def model(tok):
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "opt"])  # rotary, absolute, offset positions
 def test_batched_generation_matches_one_at_a_time(tok, arch):
     m = tiny_model(arch, 2, vocab_size=max(len(tok), 256), initializer_range=0.3)
-    batched, n_batched = evaluate.generate(m, tok, QUESTIONS, batch_size=len(QUESTIONS), max_new_tokens=10)
-    single = [evaluate.generate(m, tok, [q], batch_size=1, max_new_tokens=10)[0][0] for q in QUESTIONS]
+    batched, n_batched = generation.generate(m, tok, QUESTIONS, batch_size=len(QUESTIONS), max_new_tokens=10)
+    single = [generation.generate(m, tok, [q], batch_size=1, max_new_tokens=10)[0][0] for q in QUESTIONS]
     assert batched == single
     assert len(set(batched)) > 1, "outputs do not depend on the prompt: the comparison would prove nothing"
     assert 0 < n_batched <= 10 * len(QUESTIONS)
@@ -65,7 +65,7 @@ def test_right_padding_would_break_the_comparison(tok, model):
         out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=10,
                              pad_token_id=tok.pad_token_id)
     right = [tok.decode(out[i, width:], skip_special_tokens=True).strip() for i in range(len(prompts))]
-    single = [evaluate.generate(model, tok, [q], max_new_tokens=10)[0][0] for q in QUESTIONS]
+    single = [generation.generate(model, tok, [q], max_new_tokens=10)[0][0] for q in QUESTIONS]
     assert right != single
 
 
@@ -77,9 +77,9 @@ def test_generation_stops_at_eos(model):
     ids = torch.tensor([encode_prompt(t, QUESTIONS[0])])
     first = model.generate(input_ids=ids, do_sample=False, max_new_tokens=1, pad_token_id=0)[0, -1].item()
     t.eos_token = t.convert_ids_to_tokens(first)
-    outs, n = evaluate.generate(model, t, QUESTIONS, batch_size=len(QUESTIONS), max_new_tokens=8)
+    outs, n = generation.generate(model, t, QUESTIONS, batch_size=len(QUESTIONS), max_new_tokens=8)
     assert outs[0] == ""  # stopped at the EOS, which is special and not decoded
-    others, n_others = evaluate.generate(model, t, QUESTIONS[1:], max_new_tokens=8)
+    others, n_others = generation.generate(model, t, QUESTIONS[1:], max_new_tokens=8)
     assert outs[1:] == others and n == n_others + 1 and n_others > 0
 
 
@@ -90,15 +90,15 @@ def test_generation_stops_at_eos(model):
     ("### Instruction: 5", ""),
 ])
 def test_alpaca_completion_is_cut_before_an_invented_next_turn(text, expected):
-    cut = evaluate._cut(text, evaluate.STOP_STRINGS["alpaca"])
+    cut = generation.cut(text, generation.STOP_STRINGS["alpaca"])
     assert cut == expected
-    assert evaluate._cut(text, evaluate.STOP_STRINGS["chat"]) == text.strip()
+    assert generation.cut(text, generation.STOP_STRINGS["chat"]) == text.strip()
 
 
 def test_evaluate_model_counts_and_scores_per_language(tok, model):
     langs = ["en", "de", "sw"]
     records = [_rec(lang, i, q, 0.0) for lang in langs for i, q in enumerate(QUESTIONS)]
-    completions, _ = evaluate.generate(model, tok, [r.question for r in records], max_new_tokens=6)
+    completions, _ = generation.generate(model, tok, [r.question for r in records], max_new_tokens=6)
     # a scorer we control: "answer" = completion length; make exactly the en + first two de golds right
     score = {r.id: float(len(c)) for r, c in zip(records, completions, strict=True)}
     right = {r.id for r in records if r.lang == "en"} | {"p0-de", "p1-de"}
@@ -150,7 +150,7 @@ def test_chat_template(tok, model):
 def test_tokenizer_without_pad_token_falls_back_to_eos(model):
     t = tiny_tokenizer()
     t.pad_token = None
-    outs, _ = evaluate.generate(model, t, QUESTIONS[:3], max_new_tokens=5)
+    outs, _ = generation.generate(model, t, QUESTIONS[:3], max_new_tokens=5)
     assert len(outs) == 3
 
 

@@ -3,7 +3,7 @@
     .venv/bin/python -m pytest -q tests/test_k8s.py
 
 Built-in kinds: kubernetes-validate --strict (k8s 1.37 schemas). RayCluster/RayJob: our own schema of the
-KubeRay CRD fields (slam.k8s_schema) + every pod template wrapped as a v1 PodTemplate for kubernetes-validate.
+KubeRay CRD fields (tests/k8s_schema.py) + every pod template wrapped as a v1 PodTemplate for kubernetes-validate.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from k8s_schema import as_pod_template, pod_templates, validate_ray_object
 
-from slam.k8s_schema import as_pod_template, pod_templates, validate_ray_object
-from slam.launch import ClusterShape, RayJobSettings, build_rayjob, rayjob_name
+from slam.launch.rayjob import ClusterShape, RayJobSettings, build_rayjob, rayjob_name
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
@@ -223,7 +223,7 @@ def test_our_schema_fields_exist_in_the_kuberay_crd():
     schema accepts must exist in the CRD at the same place: catches drift on KubeRay upgrades."""
     import os
 
-    from slam import k8s_schema as ks
+    import k8s_schema as ks
 
     repo = Path(os.environ.get("SLAM_KUBERAY_REPO", "/work/.mirror/ray-project+kuberay/repo"))
     if not repo.exists():

@@ -15,19 +15,17 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+from k8s_schema import validate_ray_object
 from kubernetes.client.exceptions import ApiException
 
 from slam.errors import SlamError
-from slam.k8s_schema import MAX_RAYJOB_NAME, validate_ray_object
-from slam.launch import (
+from slam.launch.kuberay import RayJobFailed, RayJobRunner, RayJobTimeout, new_lines
+from slam.launch.rayjob import (
     ANN_SPEC_HASH,
+    MAX_RAYJOB_NAME,
     ClusterShape,
-    KubeRayLauncher,
-    RayJobFailed,
     RayJobSettings,
-    RayJobTimeout,
     build_rayjob,
-    new_lines,
     rayjob_name,
 )
 
@@ -116,7 +114,7 @@ def _body(**kw) -> dict:
 def _launcher(api, core=None, clock=None, lines=None):
     clock = clock or FakeClock()
     out = lines if lines is not None else []
-    return KubeRayLauncher(api, "slam", core_api=core, poll_s=5.0, echo=out.append, clock=clock, sleep=clock.sleep)
+    return RayJobRunner(api, "slam", core_api=core, poll_s=5.0, echo=out.append, clock=clock, sleep=clock.sleep)
 
 
 # --------------------------------------------------------------------------------------------------

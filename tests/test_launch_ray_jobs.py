@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from slam.distributed.jobs import RayJobClient, submission_id_for
+from slam.distributed.job_submission import JobSubmissionRunner, submission_id_for
 from slam.errors import SlamError
 
 pytestmark = pytest.mark.integration
@@ -108,7 +108,7 @@ def _py(code: str) -> list[str]:
 def test_submit_wait_read_results_and_reattach(ray_dashboard, tmp_path):
     out = tmp_path / "result.json"
     lines: list[str] = []
-    client = RayJobClient(ray_dashboard, poll_s=0.5, echo=lines.append)
+    client = JobSubmissionRunner(ray_dashboard, poll_s=0.5, echo=lines.append)
     sid = submission_id_for(f"run-{tmp_path.name}", "train")
     code = ("import json, os, ray; ray.init(); "
             "n = ray.get(ray.remote(lambda x: x * x).remote(7)); "
@@ -124,14 +124,14 @@ def test_submit_wait_read_results_and_reattach(ray_dashboard, tmp_path):
 
     # A retried pipeline step: same id -> the finished job is re-attached, nothing new is submitted.
     before = len(client.client.list_jobs())
-    again = RayJobClient(ray_dashboard, poll_s=0.5, echo=lines.append).run(_py("raise SystemExit(5)"), sid,
+    again = JobSubmissionRunner(ray_dashboard, poll_s=0.5, echo=lines.append).run(_py("raise SystemExit(5)"), sid,
                                                                            timeout_s=60)
     assert again.reattached and again.status == "SUCCEEDED"
     assert len(client.client.list_jobs()) == before
 
 
 def test_failure_is_reported_then_a_retry_submits_a_new_attempt(ray_dashboard, tmp_path):
-    client = RayJobClient(ray_dashboard, poll_s=0.5, echo=lambda s: None)
+    client = JobSubmissionRunner(ray_dashboard, poll_s=0.5, echo=lambda s: None)
     sid = submission_id_for(f"run-{tmp_path.name}", "tune")
     with pytest.raises(SlamError) as e:
         client.run(_py("import sys; print('bad layer index 99'); sys.exit(3)"), sid, timeout_s=120)
@@ -141,7 +141,7 @@ def test_failure_is_reported_then_a_retry_submits_a_new_attempt(ray_dashboard, t
 
 
 def test_timeout_leaves_the_job_running_and_says_how_to_stop_it(ray_dashboard, tmp_path):
-    client = RayJobClient(ray_dashboard, poll_s=0.5, echo=lambda s: None)
+    client = JobSubmissionRunner(ray_dashboard, poll_s=0.5, echo=lambda s: None)
     sid = submission_id_for(f"run-{tmp_path.name}", "slow")
     with pytest.raises(SlamError, match="ray job stop"):
         client.run(_py("import time; time.sleep(60)"), sid, timeout_s=2)
@@ -150,7 +150,7 @@ def test_timeout_leaves_the_job_running_and_says_how_to_stop_it(ray_dashboard, t
 
 def test_unreachable_address_is_one_clear_error():
     with pytest.raises(SlamError, match="cannot reach the Ray dashboard"):
-        RayJobClient(f"http://127.0.0.1:{_free_port()}")
+        JobSubmissionRunner(f"http://127.0.0.1:{_free_port()}")
 
 
 @pytest.mark.slow  # ~60-110 s: cluster start + a Ray Train fit inside the submitted job
@@ -171,7 +171,7 @@ def test_real_slam_train_job_on_the_cluster(ray_dashboard, tmp_path, tiny_model_
         "storage": {"root": str(tmp_path / "runs")},
     }))
     lines: list[str] = []
-    res = RayJobClient(ray_dashboard, poll_s=1.0, echo=lines.append).run(
+    res = JobSubmissionRunner(ray_dashboard, poll_s=1.0, echo=lines.append).run(
         [sys.executable, "-m", "slam", "train", "--config", str(cfg)],
         submission_id_for(f"run-{tmp_path.name}", "train"), timeout_s=240)
     assert res.status == "SUCCEEDED", res.logs[-3000:]

@@ -6,7 +6,7 @@ import pytest
 
 from slam.cli import build_parser
 from slam.config import SlamConfig
-from slam.launchers import KubeRayTarget
+from slam.launch.kuberay import KubeRayLauncher
 
 
 @pytest.mark.parametrize("step", ["train", "tune"])
@@ -16,10 +16,11 @@ def test_rayjob_entrypoints_parse_with_the_real_cli(step, s3_bucket, monkeypatch
     def fake_run(self, cfg, step_, key, command, outputs):
         seen["command"], seen["outputs"] = command, outputs
 
-    monkeypatch.setattr(KubeRayTarget, "_run", fake_run)
+    monkeypatch.setattr(KubeRayLauncher, "_run", fake_run)
     monkeypatch.setattr("slam.storage.read_json", lambda uri: {"rows": []} if "results" in uri else {"k": 2})
-    cfg = SlamConfig().replace(storage={"root": s3_bucket + "/runs"}, model={"path": "s3://models/base"})
-    getattr(KubeRayTarget("slam"), step)(cfg, step=step, key="abc123")
+    cfg = SlamConfig().replace(storage={"root": s3_bucket + "/runs"}, model={"path": "s3://models/base"},
+                                 train={"layers": [0, 1]})
+    getattr(KubeRayLauncher("slam"), step)(cfg, step=step, key="abc123")
     cmd = seen["command"]
     assert cmd[:2] == ["slam", step]
     args = build_parser().parse_args(shlex.split(shlex.join(cmd))[1:])

@@ -16,7 +16,7 @@ HEAVY = {"probe-layers", "tune-layer-count", "train-slam", "evaluate", "evaluate
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    from pipeline.cli import compile_pipeline
+    from pipeline.kfp_client import compile_pipeline
     from pipeline.pipeline import CompileOptions
 
     out = tmp_path_factory.mktemp("kfp") / "pipeline.yaml"
@@ -84,12 +84,14 @@ def test_resources_retries_caching_and_secrets(compiled):
     for name in ("tune-layer-count", "train-slam", "register-model"):
         assert tasks[name]["retryPolicy"]["maxRetryCount"] >= 2, name
         assert not tasks[name]["cachingOptions"].get("enableCache"), name
-    assert tasks["train-slam"]["inputs"]["parameters"]["top_k"]["taskOutputParameter"]["producerTask"] == \
-        "tune-layer-count"
+    # the decision flows forward: train reads the tune step's tune.json (layers, lr), not a bare k
+    assert tasks["train-slam"]["inputs"]["artifacts"]["tuned"]["taskOutputArtifact"] == \
+        {"producerTask": "tune-layer-count", "outputArtifactKey": "results"}
+    assert "top_k" not in tasks["train-slam"]["inputs"].get("parameters", {})
 
 
 def test_cpu_only_compile_requests_no_gpu(tmp_path):
-    from pipeline.cli import compile_pipeline
+    from pipeline.kfp_client import compile_pipeline
     from pipeline.pipeline import CompileOptions
 
     docs = list(yaml.safe_load_all(open(compile_pipeline(tmp_path / "p.yaml", CompileOptions(s3_secret="")))))
@@ -107,7 +109,7 @@ def test_cpu_only_compile_requests_no_gpu(tmp_path):
     ("0 0 3 * * $", "unexpected characters in day-of-week='$'"),
 ])
 def test_cron_validation(expr, error):
-    from pipeline.cli import validate_cron
+    from pipeline.kfp_client import validate_cron
     from slam.errors import SlamError
 
     if error is None:
@@ -119,7 +121,7 @@ def test_cron_validation(expr, error):
 
 
 def test_params_are_typed_and_problems_reported_together():
-    from pipeline.cli import parse_params
+    from pipeline.kfp_client import parse_params
     from slam.errors import SlamError
 
     assert parse_params(["synth_problems=50", "k-grid=2,4"], languages="sw,th", storage=None) == \

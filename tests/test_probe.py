@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from slam.config import ProbeConfig
 from slam.errors import SlamError
-from slam.probe import model_fingerprint, run_probe, select_layers
+from slam.probe import run_probe, select_layers
+from slam.probe.run import model_fingerprint
 from slam.testing import tiny_model, tiny_tokenizer
 
 WORDS = {  # parallel word lists (same index = same word)
@@ -102,7 +104,7 @@ ARCH_METHODS = [(a, "msd") for a in ARCHS] + [(a, m) for a in ("llama", "phi3", 
 @pytest.mark.parametrize("arch,method", ARCH_METHODS)
 def test_shapes_finite_and_hooks_removed(arch, method, tok, records):
     model = tiny_model(arch, num_layers=3, vocab_size=len(tok))
-    r = run_probe(model, tok, records, method=method, top_k=2, batch_size=4, progress=False)
+    r = run_probe(model, tok, records, ProbeConfig(method=method, top_k=2, batch_size=4), progress=False)
     assert r["num_layers"] == 3 and len(r["scores"]) == 3 and sorted(r["ranking"]) == [0, 1, 2]
     assert all(np.isfinite(r["scores"]))
     assert r["langs"][0] == "en" and set(r["langs"]) == set(LANGS)
@@ -128,7 +130,7 @@ BY_HAND = {
 def test_fire_rate_matches_a_direct_computation(arch, tok, records):
     """The hook path (fast sign test, fused halves, pre-hook on fc2) equals act(x) > 0 computed by hand."""
     model = tiny_model(arch, num_layers=2, vocab_size=len(tok))
-    r = run_probe(model, tok, records, method="msd", top_k=1, batch_size=5, progress=False)
+    r = run_probe(model, tok, records, ProbeConfig(method="msd", top_k=1, batch_size=5), progress=False)
     layers = model.transformer.h if arch == "gpt2" else model.model.layers
     mlp = layers[1].mlp
     captured = []
@@ -149,7 +151,7 @@ def test_fire_rate_matches_a_direct_computation(arch, tok, records):
 @pytest.mark.parametrize("method", ["msd", "lape", "cosine"])
 def test_stable_under_batch_size(method, tok, records):
     model = planted_llama(tok, exclusive_token_ids(tok, records, "ru"), layer=2)
-    runs = [run_probe(model, tok, records, method=method, top_k=2, batch_size=b, fire_fraction=0.3,
+    runs = [run_probe(model, tok, records, ProbeConfig(method=method, top_k=2, batch_size=b, fire_fraction=0.3),
                       progress=False) for b in (1, 5, 12)]
     for r in runs[1:]:
         assert r["ranking"] == runs[0]["ranking"]
@@ -159,8 +161,8 @@ def test_stable_under_batch_size(method, tok, records):
 
 def test_deterministic_report(tok, records):
     model = tiny_model("qwen2", num_layers=3, vocab_size=len(tok))
-    a = run_probe(model, tok, records, method="lape", top_k=2, progress=False)
-    b = run_probe(model, tok, list(reversed(records)), method="lape", top_k=2, progress=False)
+    a = run_probe(model, tok, records, ProbeConfig(method="lape", top_k=2), progress=False)
+    b = run_probe(model, tok, list(reversed(records)), ProbeConfig(method="lape", top_k=2), progress=False)
     assert json.dumps(a) == json.dumps(b)
 
 
@@ -174,7 +176,7 @@ def test_neuron_methods_find_the_planted_layer(method, layer, tok, records):
     x_ids = exclusive_token_ids(tok, records, "ru")
     assert len(x_ids) >= 10
     model = planted_llama(tok, x_ids, layer=layer)
-    r = run_probe(model, tok, records, method=method, top_k=1, progress=False)
+    r = run_probe(model, tok, records, ProbeConfig(method=method, top_k=1), progress=False)
     assert r["ranking"][0] == layer and r["selected_layers"] == [layer]
     second = sorted(r["scores"], reverse=True)[1]
     assert r["scores"][layer] > 2 * second + 1e-3, r["scores"]
@@ -191,14 +193,14 @@ def test_unplanted_twin_does_not_single_out_that_layer(tok, records):
     """Control: the same construction without the planted rows gives no clear winner at that layer."""
     x_ids = exclusive_token_ids(tok, records, "ru")
     model = planted_llama(tok, x_ids, layer=2, n_neurons=0)
-    r = run_probe(model, tok, records, method="msd", top_k=1, progress=False)
+    r = run_probe(model, tok, records, ProbeConfig(method="msd", top_k=1), progress=False)
     assert r["scores"][2] < 1e-3
 
 
 def test_cosine_sees_a_planted_write_where_it_enters_the_residual(tok, records):
     x_ids = exclusive_token_ids(tok, records, "ru")
     model = planted_llama(tok, x_ids, layer=2, write=True)
-    r = run_probe(model, tok, records, method="cosine", top_k=1, progress=False)
+    r = run_probe(model, tok, records, ProbeConfig(method="cosine", top_k=1), progress=False)
     sim = np.array(r["stats"]["matrices"]["similarity_en"])  # (layers, langs)
     ru, de = r["langs"].index("ru"), r["langs"].index("de")
     jumps = np.diff(sim[:, ru])
@@ -209,8 +211,8 @@ def test_cosine_sees_a_planted_write_where_it_enters_the_residual(tok, records):
 
 def test_cosine_of_a_language_with_itself_is_one(tok, records):
     twin = records + [{**x, "lang": "xx"} for x in records if x["lang"] == "en"]
-    r = run_probe(tiny_model("llama", num_layers=2, vocab_size=len(tok)), tok, twin, method="cosine",
-                  langs=["en", "xx"], top_k=1, progress=False)
+    r = run_probe(tiny_model("llama", num_layers=2, vocab_size=len(tok)), tok, twin,
+                  ProbeConfig(method="cosine", langs=["en", "xx"], top_k=1), progress=False)
     np.testing.assert_allclose(r["scores"], 0.0, atol=1e-5)
 
 
@@ -257,8 +259,8 @@ def test_select_layers_rejects_bad_input(report, k, selection, match):
 def test_bad_probe_input_is_one_clear_error(kwargs, records_filter, match, tok, records):
     recs = [r for r in records if records_filter(r)] if records_filter else records
     with pytest.raises(SlamError, match=match):
-        run_probe(tiny_model("llama", num_layers=2, vocab_size=len(tok)), tok, recs, progress=False,
-                  **{"top_k": 1, **kwargs})
+        run_probe(tiny_model("llama", num_layers=2, vocab_size=len(tok)), tok, recs,
+                  ProbeConfig(**{"top_k": 1, **kwargs}), progress=False)
 
 
 def test_model_fingerprint_is_dtype_independent_and_weight_sensitive():

@@ -165,7 +165,7 @@ def test_outage_mid_run_bounded_retries_results_kept(mlflow_server, mlflow_uri, 
 @pytest.mark.integration
 def test_runs_compare_matches_the_rest_api(mlflow_uri, capsys):
     from slam.cli import main
-    from slam.runs import compare_runs
+    from slam.compare import compare_runs
 
     cfg = TrackingConfig(uri=mlflow_uri, experiment="compare")
     t = get_tracker(cfg)

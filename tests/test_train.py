@@ -9,7 +9,7 @@ from slam.config import load_config, to_dict
 from slam.errors import SlamError
 from slam.testing import save_tiny
 from slam.train import InjectedFault, train_local, train_loop
-from slam.train_parts import cosine_lambda, micro_batches
+from slam.train.batches import cosine_lambda, micro_batches
 
 LANGS = ["en", "de", "fr"]
 
@@ -151,13 +151,19 @@ def test_too_long_rows_are_quarantined_and_counted(world, tmp_path):
 
 def test_layers_come_from_the_probe_report(world, tmp_path):
     from slam.delta import read_manifest
+    from slam.train import resolve_layers
 
     probe = tmp_path / "probe.json"
     probe.write_text(json.dumps({"selected_layers": [0, 3], "scores": [0.9, 0.1, 0.2, 0.8], "ranking": [0, 3, 2, 1],
                                  "top_k": 2, "selection": "top-k"}))
     cfg = cfg_for(world, "train.layers=null", f"train.probe={probe}", "train.max_steps=1", "train.checkpoint_every=0")
-    out = train_loop({"cfg": to_dict(cfg), "run_dir": str(tmp_path / "r")})
+    assert resolve_layers(cfg).train.layers == [0, 3]
+    assert resolve_layers(cfg.replace(train={"top_k": 1})).train.layers == [0]  # re-selected from the scores
+    out = train_local(cfg, str(tmp_path / "r"))
     assert read_manifest(out["delta_uri"])["layers"] == [0, 3]
+    # the decision is made once, before workers start: a worker never re-reads the probe
+    with pytest.raises(SlamError, match="train.layers is not set"):
+        train_loop({"cfg": to_dict(cfg), "run_dir": str(tmp_path / "w")})
 
 
 def test_missing_inputs_are_reported_together(tmp_path):
@@ -214,7 +220,7 @@ def test_deepspeed_presets_merge_over_the_generated_config(preset, stage, bf16):
     from pathlib import Path
 
     from slam.config import TrainConfig
-    from slam.train_parts import deepspeed_config
+    from slam.train.engines import deepspeed_config
 
     path = Path(__file__).resolve().parents[1] / "configs" / "deepspeed" / f"{preset}.json"
     ds = deepspeed_config(TrainConfig(micro_batch_size=8, grad_accum=4), world=2, precision="fp32",
@@ -250,7 +256,7 @@ def _loss_batch(vocab: int, length: int = 1100) -> dict:
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma", "phi3", "gpt_neox", "gpt2", "opt", "falcon", "bloom"])
 def test_chunked_response_loss_equals_the_models_own_loss_and_gradients(arch):
     from slam.testing import tiny_model
-    from slam.train_parts import causal_lm_loss, chunked_loss_unsupported
+    from slam.train.loss import causal_lm_loss, chunked_loss_unsupported
 
     model = tiny_model(arch, num_layers=2, **({"max_position_embeddings": 2048} if arch in ("gpt2", "opt") else {}))
     assert chunked_loss_unsupported(model) is None
@@ -271,10 +277,30 @@ def test_chunked_response_loss_equals_the_models_own_loss_and_gradients(arch):
 @pytest.mark.parametrize("overrides,reason", [({"final_logit_softcapping": 30.0}, "final_logit_softcapping=30.0")])
 def test_chunked_loss_refuses_models_that_post_process_logits(overrides, reason):
     from slam.testing import tiny_model
-    from slam.train_parts import chunked_loss_unsupported, pick_chunked_loss
+    from slam.train.loss import chunked_loss_unsupported, pick_chunked_loss
 
     model = tiny_model("gemma2", num_layers=2, **overrides)
     assert reason in chunked_loss_unsupported(model)
     assert pick_chunked_loss(model, _loss_batch(model.config.vocab_size, 64), "fp32") is False
     plain = tiny_model("gemma2", num_layers=2, final_logit_softcapping=None)
     assert pick_chunked_loss(plain, _loss_batch(plain.config.vocab_size, 64), "fp32") is True
+
+
+def test_training_reads_the_real_data_build_with_unicode_line_separators(shared_data, tmp_path):
+    """Regression: `slam data build` on the shared GSM8K + QAlign data writes questions holding U+2028;
+    the training reader split lines with str.splitlines() and failed ("train.jsonl line 1321: not valid
+    JSON"), so training on real data had never run. One JSONL reader (split on \\n only) for both now."""
+    from slam.cli import main
+    from slam.data.build import read_examples
+
+    data = tmp_path / "real"
+    assert main(["data", "build", "--out", str(data), "--shared-data", str(shared_data), "--langs", "de"]) == 0
+    rows = read_examples(str(data), "train")
+    assert any("\u2028" in r["instruction"] or "\u2028" in r["response"] for r in rows)
+    model = save_tiny(tmp_path / "model", "llama", num_layers=2,
+                      texts=[r["instruction"] + " " + r["response"] for r in rows[:200]])
+    cfg = load_config(None, [f"model.path={model}", f"data.train={data}", "train.layers=[1]", "train.max_steps=2",
+                             "train.engine=torch", "train.micro_batch_size=2", "train.val_max_examples=4",
+                             "data.max_length=4096"])
+    out = train_local(cfg, str(tmp_path / "runs"))
+    assert out["step"] == 2 and out["train_loss"] > 0 and out["delta_uri"].endswith("delta")

@@ -15,16 +15,25 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def ray_world(tmp_path_factory, s3_server):
+    import os
+
     import ray
     from test_train import make_dataset
 
     from slam.testing import save_tiny
 
     root = tmp_path_factory.mktemp("rayworld")
+    # the model cache the Ray workers resolve s3:// models into (workers inherit it when Ray starts)
+    old_cache = os.environ.get("SLAM_MODELS_DIR")
+    os.environ["SLAM_MODELS_DIR"] = str(root / "model-cache")
     data, texts = make_dataset(root / "data")
     model = save_tiny(root / "model", "llama", num_layers=4, texts=texts)
     yield model, data
     ray.shutdown()
+    if old_cache is None:
+        os.environ.pop("SLAM_MODELS_DIR", None)
+    else:
+        os.environ["SLAM_MODELS_DIR"] = old_cache
 
 
 def cfg_for(world, *overrides):
@@ -77,6 +86,28 @@ def test_s3_storage_checkpoints_and_delta(ray_world, s3_bucket):
     assert result.checkpoint.startswith(f"{bucket}/runs/{result.run_name}/checkpoint_")
     assert storage.exists(f"s3://{result.checkpoint}/trainer_state.json")
     load_model_with_delta(ray_world[0], result.delta_uri, device="cpu")
+
+
+def test_a_model_on_s3_is_resolved_inside_the_ray_workers(ray_world, s3_bucket):
+    """Regression: the base model URI (s3://, pypi:) was resolved only in the pipeline step, so Ray workers
+    and RayJob pods got a URI they could not load. Every worker resolves it now, into a per-node cache
+    keyed by the objects' ETags; two workers starting at once download it once."""
+    import os
+    from pathlib import Path
+
+    from slam import storage
+    from slam.delta import base_fingerprint, read_manifest
+    from slam.distributed.train import fit
+
+    model_dir, _ = ray_world
+    model_uri = storage.publish_dir(model_dir, f"{s3_bucket}/models/tiny")
+    result = fit(cfg_for(ray_world, f"model.path={model_uri}", "train.engine=torch", "train.max_steps=2",
+                         "train.checkpoint_every=0"), storage=f"{s3_bucket}/runs")
+    m = read_manifest(result.delta_uri)
+    assert m["base"]["path"] == model_uri  # the URI travels; the fingerprint is of the bytes behind it
+    assert m["base"]["weights_sha"] == base_fingerprint(model_dir)["weights_sha"]
+    cached = [p for p in Path(os.environ["SLAM_MODELS_DIR"]).iterdir() if p.name.startswith("s3-")]
+    assert len(cached) == 1 and (cached[0] / "config.json").is_file()
 
 
 @pytest.mark.slow

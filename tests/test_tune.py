@@ -42,7 +42,7 @@ def test_random_search_is_a_seeded_sample_and_repeats_get_their_own_names():
     cfg = cfg_with(tune={"k_grid": [1, 2, 3, 4], "lr_grid": [1e-4, 1e-3], "search": "random", "num_samples": 3})
     a, b = search_points(cfg, REPORT), search_points(cfg, REPORT)
     assert [p["trial"] for p in a] == [p["trial"] for p in b] and len(a) == 3
-    other_seed = search_points(cfg.replace(data={"seed": 1}), REPORT)
+    other_seed = search_points(cfg.replace(tune={"seed": 1}), REPORT)
     assert [p["trial"] for p in other_seed] != [p["trial"] for p in a]
     reps = search_points(cfg_with(tune={"k_grid": [2], "num_samples": 2}), REPORT)
     assert [p["trial"] for p in reps] == ["k2-top-k-lr2e-05", "k2-top-k-lr2e-05-r1"]

@@ -211,7 +211,9 @@ def run_validate(args: argparse.Namespace) -> int:
     else:
         if not args.map:
             raise SlamError("generic format needs --map, e.g. --map question=q,gold=answer,lang==de")
-        mapping = dict(pair.split("=", 1) for pair in args.map.split(",") if "=" in pair)
+        from slam.config import parse_key_values, split_list
+
+        mapping = parse_key_values(split_list(args.map), "--map")
         rows, kw["require_gold"] = Ld.raw_generic(args.file, mapping), "gold" in mapping
     name = args.file.rsplit("/", 1)[-1]
     quarantine_path = args.quarantine or str(Path.cwd() / f"{name}.quarantine.jsonl")

@@ -14,7 +14,8 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="per-language accuracy on MGSM / MSVAMP / the synthetic test set")
-    p.add_argument("--model", required=True, help="HF model dir (or s3:// URI of one); the base when --delta is given")
+    p.add_argument("--model", required=True,
+                   help="model: HF dir, s3://bucket/prefix, hf:org/name or pypi:smollm2 (the base when --delta is given)")
     p.add_argument("--delta", default=None, help="SLAM delta (path or URI) to apply on top of --model")
     p.add_argument("--task", required=True, choices=["mgsm", "msvamp", "synthetic"], help="benchmark")
     p.add_argument("--data", default="", help="task data dir (default: ../shared/data/<task>; "
@@ -73,15 +74,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from slam import storage
-    from slam.models import load_model_and_tokenizer
+    from slam.models import load_model_and_tokenizer, resolve_model
 
     if args.delta:
         from slam.delta import load_model_with_delta
 
         return load_model_with_delta(args.model, args.delta, dtype=args.dtype)
-    if storage.is_s3(args.model):
-        # Weights are read into memory, so the temporary download can go once loading returns.
-        with storage.local_copy(args.model, require_success=False) as path:
-            return load_model_and_tokenizer(path, dtype=args.dtype)
-    return load_model_and_tokenizer(args.model, dtype=args.dtype)
+    return load_model_and_tokenizer(resolve_model(args.model), dtype=args.dtype)

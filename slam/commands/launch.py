@@ -14,13 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from slam.config import parse_key_values
 from slam.errors import SlamError
 
 
 def _kv(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    k, v = text.split("=", 1)
+    try:
+        ((k, v),) = parse_key_values([text]).items()
+    except SlamError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return k, v
 
 
@@ -90,7 +92,8 @@ def run_rayjob(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from slam.launch import ClusterShape, KubeRayLauncher, RayJobSettings, build_rayjob, rayjob_name
+    from slam.launch.kuberay import RayJobRunner
+    from slam.launch.rayjob import ClusterShape, RayJobSettings, build_rayjob, rayjob_name
 
     settings = RayJobSettings(active_deadline_seconds=args.active_deadline, queue=args.queue)
     if args.image:
@@ -114,16 +117,16 @@ def run_rayjob(args: argparse.Namespace) -> int:
             config.load_kube_config()
         except Exception as e:
             raise SlamError(f"no Kubernetes credentials (in-cluster or kubeconfig): {e}") from None
-    launcher = KubeRayLauncher(client.CustomObjectsApi(), args.namespace, core_api=client.CoreV1Api(),
-                               poll_s=args.poll, echo=print)
-    res = launcher.run(body, timeout_s=args.timeout, start_timeout_s=args.start_timeout)
+    runner = RayJobRunner(client.CustomObjectsApi(), args.namespace, core_api=client.CoreV1Api(),
+                          poll_s=args.poll, echo=print)
+    res = runner.run(body, timeout_s=args.timeout, start_timeout_s=args.start_timeout)
     print(json.dumps({"rayjob": res.name, "status": res.job_status, "reattached": res.reattached,
                       "outputs": res.outputs, "elapsed_s": round(res.elapsed_s, 1)}))
     return 0
 
 
 def run_submit(args: argparse.Namespace) -> int:
-    from slam.distributed.jobs import RayJobClient, submission_id_for
+    from slam.distributed.job_submission import JobSubmissionRunner, submission_id_for
 
     if args.submission_id:
         sid = args.submission_id
@@ -131,7 +134,7 @@ def run_submit(args: argparse.Namespace) -> int:
         sid = submission_id_for(args.run_id, args.step)
     else:
         raise SlamError("give --submission-id, or --run-id and --step (a stable id makes retries re-attach)")
-    res = RayJobClient(args.address, poll_s=args.poll, echo=print).run(
+    res = JobSubmissionRunner(args.address, poll_s=args.poll, echo=print).run(
         _command(args), sid, timeout_s=args.timeout, env=dict(args.env))
     print(json.dumps({"submission_id": res.submission_id, "status": res.status, "reattached": res.reattached,
                       "elapsed_s": round(res.elapsed_s, 1)}))

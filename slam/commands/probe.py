@@ -21,7 +21,7 @@ from slam.errors import SlamError
 def register(sub: argparse._SubParsersAction) -> None:
     d = ProbeConfig()
     p = sub.add_parser("probe", help="find the language-specific layers (msd | lape | cosine) and select k of them")
-    p.add_argument("--model", required=True, help="HF model dir")
+    p.add_argument("--model", required=True, help="model: HF dir, s3://bucket/prefix, hf:org/name or pypi:smollm2")
     p.add_argument("--data", required=True, help="Record JSONL, a dir with probe.jsonl, or an MGSM dir (local/s3)")
     p.add_argument("--langs", default=",".join(d.langs), help="comma list, e.g. en,de,zh (default: all in the data)")
     p.add_argument("--method", default=d.method, choices=["msd", "lape", "cosine"])
@@ -59,20 +59,21 @@ def load_probe_records(uri: str, langs: list[str] | None) -> list[Any]:
 
 def run(args: argparse.Namespace) -> int:
     from slam.arch import describe
-    from slam.models import load_for_planning, load_model_and_tokenizer
+    from slam.models import load_for_planning, load_model_and_tokenizer, resolve_model
     from slam.probe import check_probe_inputs, run_probe
-    from slam.probe_report import write_outputs
+    from slam.probe.report import write_outputs
 
-    langs = split_list(args.langs) or None
-    kw = dict(langs=langs, max_questions=args.max_questions or None, selection=args.selection,
-              fire_fraction=args.fire_fraction, batch_size=args.batch_size, max_length=args.max_length)
-    records = load_probe_records(args.data, langs)
+    langs = split_list(args.langs, "--langs")
+    cfg = ProbeConfig(method=args.method, langs=langs, top_k=args.top_k, selection=args.selection,
+                      threshold=args.threshold, fire_fraction=args.fire_fraction, max_questions=args.max_questions,
+                      batch_size=args.batch_size, max_length=args.max_length)
+    records = load_probe_records(args.data, langs or None)
+    model_dir = resolve_model(args.model)
     # all input problems before the (slow) model load: the layer count comes from config.json alone
-    num_layers = describe(load_for_planning(args.model)).num_layers
-    check_probe_inputs(records, methods=[args.method], top_k=args.top_k, num_layers=num_layers, **kw)
-    model, tok = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
-    report = run_probe(model, tok, records, method=args.method, top_k=args.top_k, threshold=args.threshold,
-                       progress=not args.no_progress, **kw)
+    num_layers = describe(load_for_planning(model_dir)).num_layers
+    check_probe_inputs(records, cfg, [args.method], num_layers=num_layers)
+    model, tok = load_model_and_tokenizer(model_dir, dtype=args.dtype, device=args.device)
+    report = run_probe(model, tok, records, cfg, progress=not args.no_progress)
     write_outputs(report, args.out)
     print(f"selected layers ({report['method']}, {report['selection']}, k={report['top_k']}): "
           f"{','.join(map(str, report['selected_layers']))}")

@@ -37,12 +37,9 @@ def run(args: argparse.Namespace) -> int:
     from slam.config import load_config
     from slam.registry import register_delta
 
-    overrides = list(args.overrides)
-    if args.tracking_uri:
-        overrides.append(f"tracking.uri={args.tracking_uri}")
-    if args.english_tolerance is not None:
-        overrides.append(f"tracking.english_tolerance={args.english_tolerance}")
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, args.overrides)
+    given = {"uri": args.tracking_uri or None, "english_tolerance": args.english_tolerance}
+    cfg = cfg.replace(tracking={k: v for k, v in given.items() if v is not None})
     result = register_delta(cfg.tracking, args.delta, args.eval_uri, name=args.name, base=args.base,
                             merged=args.merged, parent_run_id=args.parent_run_id)
     print(result.reason)

@@ -28,13 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_compare(args: argparse.Namespace) -> int:
     import json
 
+    from slam.compare import compare_runs, format_table
     from slam.config import load_config
-    from slam.runs import compare_runs, format_table
 
-    overrides = [f"tracking.uri={args.tracking_uri}"] if args.tracking_uri else []
-    if args.experiment:
-        overrides.append(f"tracking.experiment={args.experiment}")
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config)
+    given = {"uri": args.tracking_uri, "experiment": args.experiment}
+    cfg = cfg.replace(tracking={k: v for k, v in given.items() if v})  # typed values, not override strings
     rows = compare_runs(cfg.tracking, filter_string=args.filter, max_runs=args.max_runs)
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
     return 0

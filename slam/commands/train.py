@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     if args.no_ray and (args.ray_address or (args.num_workers or 1) > 1):
         raise SlamError("--no-ray runs one process: drop --ray-address/--num-workers, or drop --no-ray")
     if args.no_ray:
-        from slam.train import train_local
+        from slam.train.local import train_local
 
         metrics = train_local(cfg, args.storage)
         delta = metrics["delta_uri"]

@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
     if args.num_workers < 1:
         raise SlamError(f"--num-workers must be >= 1, got {args.num_workers}")
     cfg = load_config(args.config, [*args.overrides, *args.positional_overrides])
+    from slam.compare import format_table
     from slam.distributed.tune import RESULT_COLUMNS, tune_search
-    from slam.runs import format_table
 
     outcome = tune_search(cfg, storage_root=args.storage, ray_address=args.ray_address,
                           num_workers=args.num_workers, out_uri=args.out)

@@ -28,11 +28,6 @@ from slam.errors import SlamError
 
 log = logging.getLogger(__name__)
 
-# Inherited by Ray workers when Ray is started here; sent as runtime_env to an existing cluster. Never secrets.
-WORKER_ENV = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "TORCH_EXTENSIONS_DIR", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
-              "TOKENIZERS_PARALLELISM", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION",
-              "MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "SLAM_FAIL_AT_STEP", "RAY_AUTH_MODE")
-
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -48,7 +43,7 @@ class TrainResult:
 
 
 class RaySession:
-    """What train_loop needs from Ray: device, last checkpoint, report. Same calls as train_parts.LocalSession."""
+    """What train_loop needs from Ray: device, last checkpoint, report. Same calls as slam.train.local.LocalSession."""
 
     def device(self):
         import ray.train.torch
@@ -77,7 +72,7 @@ class RaySession:
 def _worker(config: dict[str, Any]) -> None:
     import torch
 
-    from slam.train import train_loop
+    from slam.train.loop import train_loop
 
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     train_loop(config, session=RaySession())
@@ -99,16 +94,12 @@ def init_ray(ray_address: str | None, num_cpus: int) -> None:
     """
     import ray
 
-    from slam.train_parts import default_extensions_dir
+    from slam.env import apply_defaults, worker_env
 
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", default_extensions_dir())
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    apply_defaults()
     if ray.is_initialized():
         return
-    env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
+    env = worker_env()
     # Inside a Ray job (KubeRay RayJob, Job Submission API) RAY_ADDRESS names the cluster: join it.
     ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
     if ray_address:
@@ -125,14 +116,13 @@ def fit(cfg: SlamConfig, *, num_workers: int | None = None, storage: str | None 
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from slam.train import check_inputs, run_name_for, stages_for
+    from slam.train.runs import check_inputs, resolve_layers, run_name_for, stage_run_name, stages_for
 
+    cfg = resolve_layers(cfg)  # decided here, once: workers train exactly these layers
     check_inputs(cfg)
     t = cfg.train
     n = num_workers or t.num_workers
-    root = storage or cfg.storage.root
-    if not storage_mod.is_s3(root):
-        root = str(Path(root).resolve())
+    root = storage_mod.absolute(storage or cfg.storage.root)
     name = run_name_for(cfg)
 
     init_ray(ray_address, num_cpus=max(int(os.cpu_count() or 1), int(n * t.cpus_per_worker + 0.999)))
@@ -141,7 +131,7 @@ def fit(cfg: SlamConfig, *, num_workers: int | None = None, storage: str | None 
     init_delta = None
     result = None
     for stage in stages_for(cfg):
-        run_name = f"{name}-{stage['name']}" if stage else name
+        run_name = stage_run_name(name, stage)
         run_dir = storage_mod.join(root, run_name)
         if init_delta:
             stage = {**stage, "init_delta": init_delta}

@@ -63,7 +63,7 @@ def search_points(cfg: SlamConfig, report: dict) -> list[dict[str, Any]]:
     grid = list(itertools.product(tc.k_grid, lrs, tc.selections))
     if tc.search == "random":
         combos = [(k, lr, sel, 0) for k, lr, sel in
-                  random.Random(cfg.data.seed).sample(grid, min(tc.num_samples, len(grid)))]
+                  random.Random(cfg.tune.seed).sample(grid, min(tc.num_samples, len(grid)))]
     else:
         combos = [(k, lr, sel, rep) for rep in range(tc.num_samples) for k, lr, sel in grid]
     points = []
@@ -77,7 +77,7 @@ def _search_name(cfg: SlamConfig) -> str:
     """cfg.tune.name, or a hash of what defines the search (so an identical re-run resumes it)."""
     if cfg.tune.name:
         return cfg.tune.name
-    from slam.train import data_fingerprint
+    from slam.train.runs import data_fingerprint
 
     d = {"tune": to_dict(cfg.tune), "model": cfg.model.path, "probe": cfg.train.probe, "data": to_dict(cfg.data),
          "train": {k: v for k, v in to_dict(cfg.train).items()
@@ -187,18 +187,8 @@ def write_outputs(rows: list[dict[str, Any]], best: dict[str, Any], metric: str,
         storage.publish_dir(d, out_uri)
 
 
-def tune_search(cfg: SlamConfig, *, storage_root: str | None = None, ray_address: str | None = None,
-                num_workers: int = 1, out_uri: str | None = None) -> TuneOutcome:
-    """Run (or resume) the search; write best/results/plot to storage, then log them to MLflow."""
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    from slam.tracking import get_tracker
-    from slam.train import check_inputs
-
-    tc = cfg.tune
-    # ---- validate everything before starting Ray ----------------------------------------------------
-    problems = []
+def _check(cfg: SlamConfig) -> None:
+    tc, problems = cfg.tune, []
     if not cfg.train.probe:
         problems.append("train.probe is empty: Tune picks each trial's layers from a probe.json (`slam probe`)")
     if tc.metric == "val_accuracy" and not cfg.train.val_accuracy_limit:
@@ -207,17 +197,71 @@ def tune_search(cfg: SlamConfig, *, storage_root: str | None = None, ray_address
         problems.append("tune.max_steps and tune.num_samples must be > 0")
     if problems:
         raise SlamError("cannot tune: " + "; ".join(problems))
-    report = storage.read_json(cfg.train.probe)
-    points = {p["trial"]: p for p in search_points(cfg, report)}
-    check_inputs(cfg.replace(train={"layers": next(iter(points.values()))["layers"]}))
 
-    root = storage_root or cfg.storage.root
-    if not storage.is_s3(root):
-        root = str(Path(root).resolve())
+
+def _tuner(cfg: SlamConfig, points: dict[str, dict], trainable: Any, name: str, root: str, num_workers: int) -> Any:
+    """A new Tuner over the points, or the interrupted search restored from storage (trials resume)."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    tc = cfg.tune
+    experiment_path = storage.join(root, name)
+    if tune.Tuner.can_restore(experiment_path):
+        log.info("resuming Tune search %s from %s", name, experiment_path)
+        return tune.Tuner.restore(experiment_path, trainable=trainable, resume_errored=True)
+    # ASHA's rungs count reports: one at each multiple of report_every below max_steps, plus the final one
+    n_reports = math.ceil(tc.max_steps / max(1, min(cfg.train.report_every, tc.max_steps)))
+    use_asha = tc.asha and tc.metric == "val_loss" and len(points) > 1
+    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=n_reports,
+                               grace_period=min(tc.grace_period, n_reports), reduction_factor=2)
+                 if use_asha else FIFOScheduler())
+    log.info("Tune search %s: %d trials (%s), metric %s, %s", name, len(points), tc.search, tc.metric,
+             "ASHA" if use_asha else "no early stopping")
+    return tune.Tuner(
+        trainable,
+        param_space={"point": tune.grid_search([{"trial": t} for t in points])},
+        tune_config=tune.TuneConfig(metric=tc.metric, mode="min" if tc.metric.endswith("loss") else "max",
+                                    scheduler=scheduler, max_concurrent_trials=_max_concurrent(cfg, num_workers),
+                                    trial_name_creator=lambda t: t.config["point"]["trial"],
+                                    trial_dirname_creator=lambda t: t.config["point"]["trial"]),
+        run_config=tune.RunConfig(name=name, storage_path=root, verbose=1),
+    )
+
+
+def _log_results(tracker: Any, parent: Any, rows: list[dict], cfgs: dict[str, dict], best: dict, metric: str,
+                 out_uri: str) -> None:
+    """The search's view on MLflow: each trial's own training run (nested) and the parent's best + files."""
+    for row in rows:
+        with tracker.run(row["trial"], key=cfgs[row["trial"]]["train"]["run_name"], parent_run_id=parent.id,
+                         tags={"slam.step": "tune-trial", "slam.trial_status": row["status"]}) as run:
+            run.log_params({"k": row["k"], "selection": row["selection"], "lr": row["lr"],
+                            "layers": ",".join(map(str, row["layers"]))})
+            run.log_metrics({m: row[m] for m in ("val_loss", "train_loss", "val_accuracy")
+                             if isinstance(row.get(m), (int, float))})
+    parent.log_params({"best_k": best["k"], "best_layers": ",".join(map(str, best["layers"])),
+                       "best_lr": best["lr"], "best_selection": best["selection"]})
+    parent.log_metrics({f"best_{metric}": best["value"]})
+    with storage.local_copy(out_uri) as d:
+        for f in ("best.json", "results.csv", "results.json", "tune.png"):
+            parent.log_artifact(Path(d) / f, "tune")
+    parent.set_tags({"slam.tune_out": out_uri})
+
+
+def tune_search(cfg: SlamConfig, *, storage_root: str | None = None, ray_address: str | None = None,
+                num_workers: int = 1, out_uri: str | None = None) -> TuneOutcome:
+    """Run (or resume) the search; write best/results/plot to storage, then log them to MLflow."""
+    from ray import tune
+
+    from slam.tracking import get_tracker
+    from slam.train.runs import check_inputs
+
+    tc = cfg.tune
+    _check(cfg)  # everything before starting Ray
+    points = {p["trial"]: p for p in search_points(cfg, storage.read_json(cfg.train.probe))}
+    check_inputs(cfg.replace(train={"layers": next(iter(points.values()))["layers"]}))
+    root = storage.absolute(storage_root or cfg.storage.root)
     name = _search_name(cfg)
     out_uri = out_uri or storage.join(root, f"{name}-result")
-    experiment_path = storage.join(root, name)
-    mode = "min" if tc.metric.endswith("loss") else "max"
 
     tracker = get_tracker(cfg.tracking)
     with tracker.run(name, key=f"tune/{name}", tags={"slam.step": "tune"}) as parent:
@@ -229,30 +273,8 @@ def tune_search(cfg: SlamConfig, *, storage_root: str | None = None, ray_address
         trials_root = storage.join(root, f"{name}-trials")
         run_dirs = {trial: storage.join(trials_root, c["train"]["run_name"]) for trial, c in cfgs.items()}
         trainable = tune.with_resources(
-            tune.with_parameters(_trial, cfgs=cfgs, trials_root=trials_root,
-                                 num_workers=num_workers), {"cpu": 0.01})
-        # ASHA's rungs count reports: one at each multiple of report_every below max_steps, plus the final one
-        n_reports = math.ceil(tc.max_steps / max(1, min(cfg.train.report_every, tc.max_steps)))
-        use_asha = tc.asha and tc.metric == "val_loss" and len(points) > 1
-        scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=n_reports,
-                                   grace_period=min(tc.grace_period, n_reports), reduction_factor=2)
-                     if use_asha else FIFOScheduler())
-        if tune.Tuner.can_restore(experiment_path):
-            log.info("resuming Tune search %s from %s", name, experiment_path)
-            tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_errored=True)
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                param_space={"point": tune.grid_search([{"trial": t} for t in points])},
-                tune_config=tune.TuneConfig(metric=tc.metric, mode=mode, scheduler=scheduler,
-                                            max_concurrent_trials=_max_concurrent(cfg, num_workers),
-                                            trial_name_creator=lambda t: t.config["point"]["trial"],
-                                            trial_dirname_creator=lambda t: t.config["point"]["trial"]),
-                run_config=tune.RunConfig(name=name, storage_path=root, verbose=1),
-            )
-        log.info("Tune search %s: %d trials (%s), metric %s, %s", name, len(points), tc.search, tc.metric,
-                 "ASHA" if use_asha else "no early stopping")
-        results = tuner.fit()
+            tune.with_parameters(_trial, cfgs=cfgs, trials_root=trials_root, num_workers=num_workers), {"cpu": 0.01})
+        results = _tuner(cfg, points, trainable, name, root, num_workers).fit()
         rows = _rows(results, points, tc.max_steps, run_dirs)
         best_row = pick_best(rows, tc.metric)
         best = {"k": best_row["k"], "layers": best_row["layers"], "lr": best_row["lr"],
@@ -260,23 +282,9 @@ def tune_search(cfg: SlamConfig, *, storage_root: str | None = None, ray_address
                 "trial": best_row["trial"], "run_dir": best_row["run_dir"], "delta_uri": best_row["delta_uri"],
                 "search": name}
         write_outputs(rows, best, tc.metric, out_uri)  # storage first: an MLflow outage must not lose these
-
-        for row in rows:  # the trial's own training run (nested by parent_run_id): add the search's view
-            with tracker.run(row["trial"], key=cfgs[row["trial"]]["train"]["run_name"], parent_run_id=parent.id,
-                             tags={"slam.step": "tune-trial", "slam.trial_status": row["status"]}) as run:
-                run.log_params({"k": row["k"], "selection": row["selection"], "lr": row["lr"],
-                                "layers": ",".join(map(str, row["layers"]))})
-                run.log_metrics({m: row[m] for m in ("val_loss", "train_loss", "val_accuracy")
-                                 if isinstance(row.get(m), (int, float))})
-        parent.log_params({"best_k": best["k"], "best_layers": ",".join(map(str, best["layers"])),
-                           "best_lr": best["lr"], "best_selection": best["selection"]})
-        parent.log_metrics({f"best_{tc.metric}": best["value"]})
-        with storage.local_copy(out_uri) as d:
-            for f in ("best.json", "results.csv", "results.json", "tune.png"):
-                parent.log_artifact(Path(d) / f, "tune")
-        parent.set_tags({"slam.tune_out": out_uri})
+        _log_results(tracker, parent, rows, cfgs, best, tc.metric, out_uri)
     failed = [r["trial"] for r in rows if r["status"] == "error"]
     if failed:
-        log.warning("trials that failed: %s (see %s)", ", ".join(failed), experiment_path)
-    return TuneOutcome(best=best, rows=rows, out_uri=out_uri, experiment_path=experiment_path,
+        log.warning("trials that failed: %s (see %s)", ", ".join(failed), storage.join(root, name))
+    return TuneOutcome(best=best, rows=rows, out_uri=out_uri, experiment_path=storage.join(root, name),
                        parent_run_id=parent.id)

@@ -1,40 +1,29 @@
-"""`slam pipeline compile|submit|schedule|schedules|run` — the Kubeflow pipeline from the command line.
+"""`slam pipeline …` and `slam demo`: the Kubeflow pipeline from the command line.
 
     slam pipeline compile --out pipeline.yaml --gpu --node-selector pool=gpu --toleration nvidia.com/gpu
     slam pipeline submit --host https://kfp.example.com -p languages=sw,th -p storage=s3://bucket/runs
     slam pipeline schedule --host URL --cron "0 0 3 * * 1" --languages sw,th
     slam pipeline schedules --host URL [--disable ID]
     slam pipeline run --storage runs/local -p synth_problems=100     # whole DAG here via kfp.local
+    slam demo [--quick] [--out runs/demo] [--storage s3://bucket/demo]
 
-slam itself never imports kfp: this module hands over to the top-level `pipeline` package (importlib,
-inside the command), which is installed alongside slam in the project image and in `make setup`.
+These subcommands live with the pipeline (they need kfp); the `slam` CLI finds them through the
+`slam.commands` entry points declared in pyproject.toml, so the library itself never imports upward.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 
-from slam.errors import SlamError
-
-
-def _cli():
-    try:
-        return importlib.import_module("pipeline.cli")
-    except ModuleNotFoundError as e:
-        raise SlamError(f"the pipeline package is not importable ({e}): install the repo (`make setup`)") from None
+from pipeline import kfp_client
+from slam.config import parse_key_values
 
 
 def _opts(args: argparse.Namespace):
     from pipeline.pipeline import CompileOptions
 
-    selector = {}
-    for item in getattr(args, "node_selector", None) or []:
-        if "=" not in item:
-            raise SlamError(f"--node-selector {item!r}: expected label=value")
-        k, v = item.split("=", 1)
-        selector[k] = v
+    selector = parse_key_values(getattr(args, "node_selector", None), "--node-selector")
     return CompileOptions(gpu=getattr(args, "gpu", False), gpu_type=getattr(args, "gpu_type", "nvidia.com/gpu"),
                           node_selector=selector, tolerations=list(getattr(args, "toleration", None) or []),
                           s3_secret=getattr(args, "s3_secret", "slam-s3"))
@@ -59,7 +48,7 @@ def _add_params(p: argparse.ArgumentParser) -> None:
 
 
 def _params(args: argparse.Namespace) -> dict:
-    return _cli().parse_params(args.param, languages=args.languages, storage=args.storage,
+    return kfp_client.parse_params(args.param, languages=args.languages, storage=args.storage,
                                base_model=args.base_model, launcher=args.launcher, mlflow_uri=args.mlflow_uri)
 
 
@@ -69,7 +58,7 @@ def _add_host(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", default="", help="bearer token (else kfp.Client's own auth discovery)")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register_pipeline(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pipeline", help="compile, submit, schedule or locally run the Kubeflow pipeline")
     ps = p.add_subparsers(dest="pipeline_command", metavar="<action>", required=True)
 
@@ -118,27 +107,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_compile(args: argparse.Namespace) -> int:
-    print(_cli().compile_pipeline(args.out, _opts(args)))
+    print(kfp_client.compile_pipeline(args.out, _opts(args)))
     return 0
 
 
 def run_params(args: argparse.Namespace) -> int:
-    for name, spec in _cli().pipeline_inputs().items():
+    for name, spec in kfp_client.pipeline_inputs().items():
         print(f"{name:22s} {spec.type:8s} {spec.default!r}")
     return 0
 
 
 def run_submit(args: argparse.Namespace) -> int:
-    out = _cli().submit(args.host, _params(args), experiment=args.experiment, run_name=args.run_name,
+    out = kfp_client.submit(args.host, _params(args), experiment=args.experiment, run_name=args.run_name,
                         package=args.package, opts=_opts(args), namespace=args.namespace, token=args.token)
     print(json.dumps(out, indent=2))
     return 0
 
 
 def run_schedule(args: argparse.Namespace) -> int:
-    cli = _cli()
-    cli.validate_cron(args.cron)  # before compiling anything
-    out = cli.schedule(args.host, args.cron, _params(args), name=args.name, experiment=args.experiment,
+    kfp_client.validate_cron(args.cron)  # before compiling anything
+    out = kfp_client.schedule(args.host, args.cron, _params(args), name=args.name, experiment=args.experiment,
                        package=args.package, opts=_opts(args), namespace=args.namespace, token=args.token,
                        max_concurrency=args.max_concurrency, catchup=args.catchup)
     print(json.dumps(out, indent=2))
@@ -146,14 +134,13 @@ def run_schedule(args: argparse.Namespace) -> int:
 
 
 def run_schedules(args: argparse.Namespace) -> int:
-    cli = _cli()
     for action in ("disable", "enable", "delete"):
         rid = getattr(args, action)
         if rid:
-            cli.set_schedule(args.host, rid, action, namespace=args.namespace, token=args.token)
+            kfp_client.set_schedule(args.host, rid, action, namespace=args.namespace, token=args.token)
             print(f"{action}d {rid}")
             return 0
-    rows = cli.list_schedules(args.host, experiment=args.experiment, namespace=args.namespace, token=args.token)
+    rows = kfp_client.list_schedules(args.host, experiment=args.experiment, namespace=args.namespace, token=args.token)
     if not rows:
         print("no recurring runs")
     for r in rows:
@@ -162,6 +149,27 @@ def run_schedules(args: argparse.Namespace) -> int:
 
 
 def run_local(args: argparse.Namespace) -> int:
-    out = _cli().run_local(_params(args), args.root)
+    from pipeline.local import run_local as run
+
+    out = run(_params(args), args.root)
     print(json.dumps(out, indent=2))
+    return 0
+
+
+def register_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run the whole Kubeflow pipeline locally on the embedded defaults")
+    p.add_argument("--quick", action="store_true", help="reduced run (fewer languages/steps/questions; what CI runs)")
+    p.add_argument("--out", default="runs/demo", help="output dir: storage, kfp task outputs, MLflow (default runs/demo)")
+    p.add_argument("--storage", default="", help="artifact storage instead of <out>/storage (e.g. s3://bucket/demo)")
+    p.add_argument("--mlflow-uri", default="", help="MLflow tracking URI (default: sqlite under <out>/mlflow)")
+    p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",
+                   help="override a pipeline parameter (see `slam pipeline params`)")
+    p.set_defaults(func=run_demo_command)
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    from pipeline.demo import run_demo
+
+    params = {k.replace("-", "_"): v for k, v in parse_key_values(args.param, "--param").items()}
+    run_demo(args.out, quick=args.quick, storage=args.storage, mlflow_uri=args.mlflow_uri, params=params)
     return 0

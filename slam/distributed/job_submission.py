@@ -1,14 +1,14 @@
-"""Run a `slam …` step on an existing Ray cluster through the Ray Job Submission API, and wait for it.
+"""Run a `slam …` step on an existing Ray cluster through Ray's Job Submission API, and wait for it.
 
-    from slam.distributed.jobs import RayJobClient
-    res = RayJobClient("http://raycluster-head:8265").run(["slam", "train", "--config", "s3://b/run/config.yaml"],
+    from slam.distributed.job_submission import JobSubmissionRunner
+    res = JobSubmissionRunner("http://raycluster-head:8265").run(["slam", "train", "--config", "s3://b/run/config.yaml"],
                                                          submission_id=submission_id_for(run_id, "train"))
     res.status, res.logs[-2000:]
 
     slam launch submit --address http://127.0.0.1:8265 --run-id RUN --step train -- slam train --config …
 
 This is the "long-lived RayCluster" target (k8s/base RayCluster, or `ray start --head` on a laptop);
-`slam.launch` is the one-cluster-per-job KubeRay RayJob target. Same idempotency rule: the submission id
+`slam.launch.kuberay` is the one-cluster-per-job KubeRay RayJob target. Same idempotency rule: the submission id
 is derived from the KFP run id + step, so a retried step re-attaches to the job it already submitted.
 Ray refuses to reuse a submission id, so a retry after a *failure* submits `<id>-r1`, `<id>-r2`, …
 Credentials are not passed here: the cluster's pods get them from Secrets (k8s/base).
@@ -44,7 +44,7 @@ class JobResult:
 
 def submission_id_for(run_id: str, step: str) -> str:
     """Deterministic submission id for one step of one run (same scheme as the RayJob name)."""
-    from slam.launch import rayjob_name
+    from slam.launch.rayjob import rayjob_name
 
     return rayjob_name(run_id, step)
 
@@ -53,7 +53,7 @@ def _is_missing(e: Exception) -> bool:
     return "status code 404" in str(e) or "does not exist" in str(e)
 
 
-class RayJobClient:
+class JobSubmissionRunner:
     """Get-or-submit, wait with a timeout, stream new log lines, return status and logs."""
 
     def __init__(self, address: str, *, client: Any = None, poll_s: float = 2.0,

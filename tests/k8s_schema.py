@@ -1,6 +1,6 @@
 """Our own minimal schema for the KubeRay `RayJob` / `RayCluster` (ray.io/v1) fields we use.
 
-    from slam.k8s_schema import validate_ray_object
+    from k8s_schema import validate_ray_object
     problems = validate_ray_object(rayjob_dict)      # [] when valid; pod templates are NOT checked here
 
 Derived by reading KubeRay v1.7 `ray-operator/config/crd/bases/ray.io_{rayjobs,rayclusters}.yaml`
