@@ -8,7 +8,6 @@ fault injection, and RayJobs that really run on a local Ray head with token auth
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 import urllib.error
@@ -342,15 +341,26 @@ def test_active_deadline_fails_the_rayjob_and_the_cluster_shutdown_stops_the_ray
 
 @pytest.mark.integration
 def test_deleting_a_running_rayjob_stops_its_ray_job(kuberay):
+    """KubeRay's finalizer calls StopJob; with Foreground propagation (what the launcher sends) the garbage
+    collector may delete the cluster first, which kills the job too - either way the Ray job ends STOPPED."""
     api = kuberay.custom_objects()
-    api.create_namespaced_custom_object(G, V, NS, PL, rayjob("victim", "python -c 'import time; time.sleep(120)'"))
-    kuberay.wait_rayjob("victim", lambda o: kuberay.status_of(o) == ("Running", "RUNNING"), timeout=30)
-    resp = api.delete_namespaced_custom_object(G, V, NS, PL, "victim", body={"propagationPolicy": "Foreground"})
+    for name in ("victim-fg", "victim-bg"):
+        api.create_namespaced_custom_object(G, V, NS, PL, rayjob(name, "python -c 'import time; time.sleep(120)'"))
+    for name in ("victim-fg", "victim-bg"):
+        kuberay.wait_rayjob(name, lambda o: kuberay.status_of(o) == ("Running", "RUNNING"), timeout=30)
+    resp = api.delete_namespaced_custom_object(G, V, NS, PL, "victim-fg", body={"propagationPolicy": "Foreground"})
     assert resp["metadata"]["deletionTimestamp"]
     assert set(resp["metadata"]["finalizers"]) == {"ray.io/rayjob-finalizer", "foregroundDeletion"}
-    kuberay.wait_rayjob("victim", lambda o: o is None, timeout=30)  # Foreground: gone once the cluster is gone
-    (attempt,) = kuberay.history("victim")
-    assert (attempt.status, attempt.stopped_by, attempt.deleted_from_ray) == ("STOPPED", "rayjob-deleted", True)
+    api.delete_namespaced_custom_object(G, V, NS, PL, "victim-bg")  # Background, the default
+    kuberay.wait_rayjob("victim-fg", lambda o: o is None, timeout=30)  # Foreground: gone once the cluster is gone
+    kuberay.wait_rayjob("victim-bg", lambda o: o is None, timeout=30)
+    deadline = time.monotonic() + 30
+    while (kuberay.rayclusters() or kuberay.pods()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (fg,) = kuberay.history("victim-fg")
+    (bg,) = kuberay.history("victim-bg")
+    assert (fg.status, fg.deleted_from_ray) == ("STOPPED", True) and fg.stopped_by in ("rayjob-deleted", "cluster-deleted")
+    assert (bg.status, bg.stopped_by, bg.deleted_from_ray) == ("STOPPED", "rayjob-deleted", True)
     assert kuberay.rayclusters() == [] and kuberay.jobs() == [] and kuberay.pods() == []
 
 

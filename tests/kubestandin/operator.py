@@ -148,6 +148,7 @@ class KubeRayOperator:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._teardowns: dict[str, threading.Thread] = {}  # cluster uid -> thread
+        self._submitters: list[threading.Thread] = []
         self._busy_ids: set[str] = set()  # submission ids whose Ray record is being cleaned up
         self._lock = threading.Lock()
         self._client = None
@@ -164,7 +165,7 @@ class KubeRayOperator:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=10)
-        for t in list(self._teardowns.values()):
+        for t in self._submitters + list(self._teardowns.values()):
             t.join(timeout=self.cfg.stop_wait_s + 5)
         if cleanup:
             self.cleanup_ray()
@@ -762,19 +763,21 @@ class KubeRayOperator:
         problem = self._env_problem(ns, cl)
         ready = (owner is not None and self._schedulable(owner) and problem is None and not busy
                  and age >= self.cfg.cluster_ready_after_s)
+        unschedulable = owner is not None and not self._schedulable(owner)
+        waiting = ({"reason": "CreateContainerConfigError", "message": problem} if problem
+                   else {"reason": "ContainerCreating"})
         for pod in pods:
             want = "Running" if ready else "Pending"
-            if pod["status"].get("phase") != want:
+            cur = (pod["status"].get("containerStatuses") or [{}])[0].get("state") or {}
+            if pod["status"].get("phase") != want or (want == "Pending" and cur.get("waiting") != waiting):
                 def set_phase(o: dict[str, Any], want: str = want) -> None:
                     o["status"]["phase"] = want
                     for cs in o["status"].get("containerStatuses") or []:
                         cs["ready"] = cs["started"] = want == "Running"
-                        cs["state"] = {"running": {"startedAt": now_ts()}} if want == "Running" else {
-                            "waiting": {"reason": "CreateContainerConfigError", "message": problem} if problem else
-                            {"reason": "ContainerCreating"}}
-                    if want == "Pending" and owner is not None and not self._schedulable(owner):
-                        o["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                                                      "message": "0/1 nodes are available: kube stand-in: unschedulable"}]
+                        cs["state"] = {"running": {"startedAt": now_ts()}} if want == "Running" else {"waiting": waiting}
+                    o["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                                  "message": "0/1 nodes are available: kube stand-in: unschedulable"}
+                                                 ] if want == "Pending" and unschedulable else []
                 self._mutate(PODS, pod, set_phase)
         workers = [p for p in pods if p["metadata"]["labels"].get("ray.io/node-type") == "worker"]
         head = next((p for p in pods if p["metadata"]["labels"].get("ray.io/node-type") == "head"), None)
@@ -926,29 +929,36 @@ class KubeRayOperator:
         pod = self.store.create(PODS, ns, pod)
         pname = pod["metadata"]["name"]
         self._mutate(JOBS, job, lambda o: o["status"].__setitem__("active", 1))
+        # the pod runs on its own (a real one would): submission does not block the operator loop
+        t = threading.Thread(target=self._run_submitter, args=(rj, job, pod), name=f"submitter-{pname}", daemon=True)
+        self._submitters.append(t)
+        t.start()
+        return pod
+
+    def _run_submitter(self, rj: dict[str, Any], job: dict[str, Any], pod: dict[str, Any]) -> None:
+        ns, pname = pod["metadata"]["namespace"], pod["metadata"]["name"]
         st = rj.get("status") or {}
+        sub_id = st.get("jobId", "")
         cluster = self.store.get(RAYCLUSTERS, ns, job["metadata"]["annotations"].get("standin.ray.io/cluster", ""))
         header = [f"Job submission server address: http://{st.get('dashboardURL', self.ray.dashboard_address)}"]
         try:
+            client = self.ray.job_client()
             exists = True
             try:
-                self._client.get_job_info(st.get("jobId", ""))
+                client.get_job_info(sub_id)
             except Exception:  # noqa: BLE001
                 exists = False
             if not exists:  # `if ! ray job status ...; then ray job submit --no-wait ...; fi`
-                shell_out = self._submit(rj, st, cluster, via_shell=self.cfg.submitter_shell)
+                shell_out = self._submit(rj, st, cluster, via_shell=self.cfg.submitter_shell, client=client)
                 header = shell_out + header + ["", "-------------------------------------------------------",
-                                               f"Job '{st.get('jobId')}' submitted successfully",
+                                               f"Job '{sub_id}' submitted successfully",
                                                "-------------------------------------------------------", ""]
         except Exception as e:  # noqa: BLE001 - the pod fails; the Job retries up to its backoffLimit
             self.store.logs[(ns, pname)] = "\n".join(header + [f"Error: {e}"]) + "\n"
             self._mutate(PODS, pod, lambda o: _pod_done(o, 1))
             self._mutate(JOBS, job, lambda o: o["status"].update(active=0, failed=o["status"].get("failed", 0) + 1))
-            return None
+            return
         head_text = "\n".join(header) + "\n"
-        self.store.logs[(ns, pname)] = head_text
-        sub_id = st.get("jobId", "")
-        client = self.ray.job_client()
         lock = threading.Lock()
 
         def provider() -> str:
@@ -958,8 +968,10 @@ class KubeRayOperator:
                 except Exception:  # noqa: BLE001 - cluster gone: the last snapshot
                     return self.store.logs.get((ns, pname), head_text)
 
-        self.store.log_providers[(ns, pname)] = provider
-        return pod
+        with self.store.lock:
+            if self.store.get(PODS, ns, pname) is not None:
+                self.store.logs[(ns, pname)] = head_text
+                self.store.log_providers[(ns, pname)] = provider
 
     def _snapshot_log(self, ns: str, pod: str, sub_id: str) -> None:
         provider = self.store.log_providers.pop((ns, pod), None)
@@ -1000,7 +1012,8 @@ class KubeRayOperator:
             words = [w for w in words_file.read_text().split("\0")][:-1]
         return words, out
 
-    def _submit(self, rj: dict[str, Any], st: dict[str, Any], cluster: dict[str, Any] | None, *, via_shell: bool) -> list[str]:
+    def _submit(self, rj: dict[str, Any], st: dict[str, Any], cluster: dict[str, Any] | None, *, via_shell: bool,
+                client: Any = None) -> list[str]:
         spec = rj["spec"]
         ns = rj["metadata"]["namespace"]
         shell_out: list[str] = []
@@ -1027,7 +1040,8 @@ class KubeRayOperator:
         key = f"{ns}/{rj['metadata']['name']}"
         attempt = Attempt(rayjob=rj["metadata"]["name"], cluster=(cluster or {}).get("metadata", {}).get("name", ""),
                           submission_id=sub_id, entrypoint=entrypoint, runtime_env=runtime_env, submitted_at=time.time())
-        self._client.submit_job(entrypoint=entrypoint, submission_id=sub_id, runtime_env=runtime_env or None, **kwargs)
+        (client or self._client).submit_job(entrypoint=entrypoint, submission_id=sub_id, runtime_env=runtime_env or None,
+                                            **kwargs)
         self.history.setdefault(key, []).append(attempt)
         return shell_out
 

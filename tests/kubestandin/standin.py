@@ -13,8 +13,9 @@ plus, when a local Ray cluster is given, the KubeRay operator stand-in.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .apiserver import KubeApiServer, ResourceType
 from .operator import JOBS, PODS, RAYCLUSTERS, RAYJOBS, KubeRayOperator, OperatorConfig
