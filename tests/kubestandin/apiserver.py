@@ -1052,6 +1052,9 @@ class _Handler(BaseHTTPRequestHandler):
         if patch:
             ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
             if ctype == "application/merge-patch+json":
+                if not isinstance(body, dict):
+                    raise ApiError(400, "BadRequest", "json: cannot unmarshal array into Go value of type "
+                                                      "map[string]interface {} (a merge patch must be an object)")
                 new = _merge_patch(cur, body)
             elif ctype == "application/json-patch+json":
                 try:

@@ -139,16 +139,18 @@ class LocalRayCluster:
         try:
             self._wait_dashboard(deadline)
             for i in range(self.workers):
-                cmd = [sys.executable, "-c", _NODE_WRAPPER, "start", "--block", f"--address={self.gcs_address}",
-                       f"--num-cpus={self.worker_cpus}", f"--resources={json.dumps(self.worker_resources[i])}",
-                       f"--temp-dir={self.base / f'worker{i}'}", *self._ports()]
-                self._spawn(cmd, env, f"worker{i}")
+                self._spawn(self._worker_cmd(i), env, f"worker{i}")
             if self.workers:
                 self._wait_nodes(1 + self.workers, deadline)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _worker_cmd(self, i: int) -> list[str]:
+        return [sys.executable, "-c", _NODE_WRAPPER, "start", "--block", f"--address={self.gcs_address}",
+                f"--num-cpus={self.worker_cpus}", f"--resources={json.dumps(self.worker_resources[i])}",
+                f"--temp-dir={self.base / f'worker{i}'}", *self._ports()]
 
     def _spawn(self, cmd: list[str], env: dict[str, str], name: str) -> None:
         log = open(self.base / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
@@ -187,10 +189,18 @@ class LocalRayCluster:
         return [n for n in data["data"]["summary"] if n.get("raylet", {}).get("state") == "ALIVE"]
 
     def _wait_nodes(self, n: int, deadline: float) -> None:
+        restarts = 0
         while time.monotonic() < deadline:
-            for i, p in enumerate(self.procs[1:]):
+            for i, p in enumerate(self.procs[1:], start=1):
                 if p.poll() is not None:
-                    raise RuntimeError(f"ray worker{i} exited: {self.log_tail(f'worker{i}')}")
+                    # on a busy box `ray start` can time out registering with the GCS: one more try each
+                    if restarts >= self.workers:
+                        raise RuntimeError(f"ray worker{i - 1} exited: {self.log_tail(f'worker{i - 1}')}")
+                    restarts += 1
+                    self.procs.pop(i)
+                    self._spawn(self._worker_cmd(i - 1), self._node_env(), f"worker{i - 1}")
+                    self.procs.insert(i, self.procs.pop())
+                    break
             try:
                 if len(self.nodes()) >= n:
                     return

@@ -12,6 +12,7 @@ plus, when a local Ray cluster is given, the KubeRay operator stand-in.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,9 @@ CRD_DIR = REPO / "tests" / "data" / "kuberay"
 RBAC_FILES = [REPO / "k8s" / "base" / "rbac.yaml"]
 
 
+@functools.lru_cache(maxsize=1)
 def rayjob_schema():
+    """KubeRay's RayJob v1 openAPIV3Schema (tests/data/kuberay), parsed once per process."""
     return crd_schema(load_crd(CRD_DIR / "ray.io_rayjobs.yaml"), "v1")
 
 
