@@ -77,6 +77,7 @@ class LocalRayCluster:
         self.dashboard_port = free_port()
         self.procs: list[subprocess.Popen] = []
         self._tree: dict[int, float] = {}  # pid -> create_time
+        self.start_errors: list[str] = []  # failed start attempts (retried)
 
     # -- addresses and credentials
     @property
@@ -122,30 +123,40 @@ class LocalRayCluster:
                 f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
                 f"--object-store-memory={self.object_store_mb * 1024 * 1024}", "--disable-usage-stats"]
 
-    def start(self, timeout: float = 180.0) -> LocalRayCluster:
+    def start(self, timeout: float = 180.0, attempts: int = 2) -> LocalRayCluster:
+        """Start the nodes; on a failure (a port taken between picking and binding, a node that timed out
+        registering on a busy box) everything started is killed and it tries again with new ports."""
         self.base.mkdir(parents=True, exist_ok=True)
         self.token_path.write_text(self.token)
         self.token_path.chmod(0o600)
+        deadline = time.monotonic() + timeout
+        for attempt in range(attempts):
+            try:
+                self._start_once(deadline)
+                return self
+            except Exception as e:
+                self._kill()
+                if attempt + 1 == attempts or time.monotonic() > deadline:
+                    if not self.keep_dir:
+                        shutil.rmtree(self.base, ignore_errors=True)
+                    raise
+                self.start_errors.append(repr(e))
+                self.gcs_port, self.dashboard_port = free_port(), free_port()
+        return self
+
+    def _start_once(self, deadline: float) -> None:
         env = self._node_env()
-        head = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+        head = [sys.executable, "-c", _NODE_WRAPPER, "start", "--head", "--block",
                 "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}", "--dashboard-host=127.0.0.1",
                 f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}",
                 f"--num-cpus={self.head_cpus}", f"--resources={json.dumps(self.head_resources)}",
                 "--include-dashboard=true", f"--temp-dir={self.base / 'head'}", *self._ports()]
-        # `python -m ray.scripts.scripts` has no __main__ guard in some versions: use the wrapper for both
-        head[1:3] = ["-c", _NODE_WRAPPER]
-        deadline = time.monotonic() + timeout
         self._spawn(head, env, "head")
-        try:
-            self._wait_dashboard(deadline)
-            for i in range(self.workers):
-                self._spawn(self._worker_cmd(i), env, f"worker{i}")
-            if self.workers:
-                self._wait_nodes(1 + self.workers, deadline)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        self._wait_dashboard(deadline)
+        for i in range(self.workers):
+            self._spawn(self._worker_cmd(i), env, f"worker{i}")
+        if self.workers:
+            self._wait_nodes(1 + self.workers, deadline)
 
     def _worker_cmd(self, i: int) -> list[str]:
         return [sys.executable, "-c", _NODE_WRAPPER, "start", "--block", f"--address={self.gcs_address}",
@@ -247,6 +258,11 @@ class LocalRayCluster:
         return out
 
     def stop(self, grace_s: float = 15.0) -> None:
+        self._kill(grace_s)
+        if not self.keep_dir:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    def _kill(self, grace_s: float = 15.0) -> None:
         self._collect_tree()
         for p in reversed(self.procs):  # workers first, head last
             if p.poll() is None:
@@ -270,8 +286,6 @@ class LocalRayCluster:
             except subprocess.TimeoutExpired:
                 pass
         self.procs = []
-        if not self.keep_dir:
-            shutil.rmtree(self.base, ignore_errors=True)
 
     def __enter__(self) -> LocalRayCluster:
         return self.start()

@@ -149,6 +149,7 @@ class KubeRayOperator:
         self._thread: threading.Thread | None = None
         self._teardowns: dict[str, threading.Thread] = {}  # cluster uid -> thread
         self._submitters: list[threading.Thread] = []
+        self._submitter_headers: dict[tuple[str, str], str] = {}  # (ns, pod) -> what the submitter printed
         self._busy_ids: set[str] = set()  # submission ids whose Ray record is being cleaned up
         self._lock = threading.Lock()
         self._client = None
@@ -768,16 +769,18 @@ class KubeRayOperator:
                    else {"reason": "ContainerCreating"})
         for pod in pods:
             want = "Running" if ready else "Pending"
+            conds = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                      "message": "0/1 nodes are available: kube stand-in: unschedulable"}
+                     ] if want == "Pending" and unschedulable else []
             cur = (pod["status"].get("containerStatuses") or [{}])[0].get("state") or {}
-            if pod["status"].get("phase") != want or (want == "Pending" and cur.get("waiting") != waiting):
-                def set_phase(o: dict[str, Any], want: str = want) -> None:
+            if pod["status"].get("phase") != want or (want == "Pending" and cur.get("waiting") != waiting) \
+                    or (pod["status"].get("conditions") or []) != conds:
+                def set_phase(o: dict[str, Any], want: str = want, conds: list = conds) -> None:
                     o["status"]["phase"] = want
                     for cs in o["status"].get("containerStatuses") or []:
                         cs["ready"] = cs["started"] = want == "Running"
                         cs["state"] = {"running": {"startedAt": now_ts()}} if want == "Running" else {"waiting": waiting}
-                    o["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                                                  "message": "0/1 nodes are available: kube stand-in: unschedulable"}
-                                                 ] if want == "Pending" and unschedulable else []
+                    o["status"]["conditions"] = conds
                 self._mutate(PODS, pod, set_phase)
         workers = [p for p in pods if p["metadata"]["labels"].get("ray.io/node-type") == "worker"]
         head = next((p for p in pods if p["metadata"]["labels"].get("ray.io/node-type") == "head"), None)
@@ -804,8 +807,8 @@ class KubeRayOperator:
             client = self.ray.job_client()
             for a in self.history.get(key, []):
                 if a.submission_id == sub_id and a.cluster == meta["name"] and not a.deleted_from_ray:
-                    self._stop_and_forget(client, a, "cluster-deleted", before_forget=lambda: self._submitter_lost(
-                        meta["namespace"], owner))
+                    self._stop_and_forget(client, a, "cluster-deleted", before_forget=lambda a=a: self._submitter_lost(
+                        meta["namespace"], owner, a.logs))
         except Exception:
             self.errors.append(traceback.format_exc())
         finally:
@@ -816,11 +819,11 @@ class KubeRayOperator:
                 self._busy_ids.discard(sub_id)
             self._teardowns.pop(meta["uid"], None)
 
-    def _submitter_lost(self, ns: str, rayjob: str) -> None:
-        """The cluster is going away under a submitter still following the job: keep its log, fail it."""
+    def _submitter_lost(self, ns: str, rayjob: str, logs: str) -> None:
+        """The cluster is going away: freeze the submitter pods' log (a pod still following fails)."""
         for pod in self.store.list(PODS, ns, f"job-name={rayjob}"):
-            if (ns, pod["metadata"]["name"]) in self.store.log_providers:
-                self._snapshot_log(ns, pod["metadata"]["name"], "")
+            if (ns, pod["metadata"]["name"]) in self._submitter_headers:
+                self._snapshot_log(ns, pod["metadata"]["name"], logs)
                 if pod["status"].get("phase") == "Running":
                     self._mutate(PODS, pod, lambda o: _pod_done(o, 1))
 
@@ -914,7 +917,7 @@ class KubeRayOperator:
             attempt.status = info.status.value
         if info.status.value in TERMINAL_JOB:
             # `ray job logs --follow` returns once the job ended: the pod succeeds, the Job completes
-            self._snapshot_log(ns, pod["metadata"]["name"], sub_id)
+            self._snapshot_log(ns, pod["metadata"]["name"])
             self._mutate(PODS, pod, lambda o: _pod_done(o, 0))
             self._finish_job(job, ok=True)
 
@@ -961,22 +964,27 @@ class KubeRayOperator:
         head_text = "\n".join(header) + "\n"
         lock = threading.Lock()
 
-        def provider() -> str:
+        def provider() -> str:  # raises once the job is gone: readers fall back to the last snapshot
             with lock:
-                try:
-                    return head_text + client.get_job_logs(sub_id)
-                except Exception:  # noqa: BLE001 - cluster gone: the last snapshot
-                    return self.store.logs.get((ns, pname), head_text)
+                return head_text + client.get_job_logs(sub_id)
 
         with self.store.lock:
             if self.store.get(PODS, ns, pname) is not None:
                 self.store.logs[(ns, pname)] = head_text
                 self.store.log_providers[(ns, pname)] = provider
+                self._submitter_headers[(ns, pname)] = head_text
 
-    def _snapshot_log(self, ns: str, pod: str, sub_id: str) -> None:
+    def _snapshot_log(self, ns: str, pod: str, logs: str | None = None) -> None:
+        """Freeze a submitter pod's log: `logs` (the Ray job's, when known) or the live provider's."""
         provider = self.store.log_providers.pop((ns, pod), None)
+        if logs is not None:
+            self.store.logs[(ns, pod)] = self._submitter_headers.get((ns, pod), "") + logs
+            return
         if provider is not None:
-            self.store.logs[(ns, pod)] = provider()
+            try:
+                self.store.logs[(ns, pod)] = provider()
+            except Exception:  # noqa: BLE001 - the job is already gone: keep the last snapshot
+                pass
 
     def _finish_job(self, job: dict[str, Any], *, ok: bool) -> None:
         cond = ({"type": "Complete", "status": "True", "lastProbeTime": now_ts(), "lastTransitionTime": now_ts()} if ok else
