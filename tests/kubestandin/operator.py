@@ -50,7 +50,9 @@ job as runtime_env env_vars (a missing non-optional Secret keeps the head Pod in
 CreateContainerConfigError and the cluster never ready, as on a cluster). K8sJobMode runs the
 submitter's `bash -ce` word splitting of `spec.entrypoint` (it is pasted into the submitter's shell
 command) and gives Ray `shlex.join(words)`, as `ray job submit -- <entrypoint>` does; HTTPMode passes
-the string as is.
+the string as is. That bash runs HERE, in a scratch dir with a minimal env, exactly as the submitter pod
+would run it: an entrypoint with `;`/`$(...)` outside quotes really executes (that is the point: tests
+can show an injection); `OperatorConfig(submitter_shell=False)` skips the shell.
 
 Not mirrored: scheduling (no nodes, quotas, GPUs, tolerations: pods are "running" at once unless
 `schedulable` says no), images and image pulls, per-cluster Ray processes (rayStartParams,
