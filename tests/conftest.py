@@ -14,7 +14,8 @@ apply_defaults()
 
 import pytest  # noqa: E402
 
-pytest_plugins = ["services"]  # real MLflow server fixtures (mlflow_server, mlflow_uri)
+# real MLflow server fixtures (mlflow_server, mlflow_uri); Kubernetes API + KubeRay stand-in (kuberay, local_ray)
+pytest_plugins = ["services", "kubestandin.plugin"]
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SLAM_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -51,3 +51,13 @@ def test_missing_and_bad_yaml(tmp_path):
     (tmp_path / "b.yaml").write_text("train: [1, 2")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path / "b.yaml")
+
+
+def test_typed_cli_values_reach_the_config_as_typed_values(tmp_path, capsys):
+    """Regression: `slam runs compare --experiment 2024` rebuilt an override string from the parsed flag, YAML
+    read 2024 as an int, and the command failed with "expected a string" instead of looking the name up."""
+    from slam.cli import main
+
+    rc = main(["runs", "compare", "--experiment", "2024", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no MLflow experiment named '2024'" in err and "expected a string" not in err

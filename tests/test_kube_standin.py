@@ -20,10 +20,8 @@ import yaml
 from kubernetes import client, watch
 from kubestandin import KubeStandin, OperatorConfig
 
-# The project's launcher (names on main today; they will move - update this one import).
-from slam.launch import KubeRayLauncher, build_rayjob, rayjob_name
-
-pytest_plugins = ["kubestandin.plugin"]
+from slam.launch.kuberay import RayJobRunner
+from slam.launch.rayjob import build_rayjob, rayjob_name
 
 REPO = Path(__file__).resolve().parents[1]
 G, V, NS, PL = "ray.io", "v1", "slam", "rayjobs"
@@ -415,13 +413,13 @@ def test_pre_running_deadline_when_the_cluster_cannot_be_scheduled(kuberay_facto
 
 @pytest.mark.integration
 def test_the_projects_launcher_runs_a_rayjob_end_to_end(kuberay):
-    """slam's own RayJob (build_rayjob) through slam's KubeRayLauncher: strict admission, the operator,
+    """slam's own RayJob (build_rayjob) through slam's RayJobRunner: strict admission, the operator,
     Ray, the submitter pod's log tail, SUCCEEDED."""
     kuberay.add_secret("slam-s3", {"AWS_ACCESS_KEY_ID": "standin", "AWS_SECRET_ACCESS_KEY": "standin"})
     name = rayjob_name("kfp-run-1", "train")
     body = build_rayjob(name, ["slam", "--help"], namespace=NS, run_id="kfp-run-1", step="train")
     lines: list[str] = []
-    launcher = KubeRayLauncher(kuberay.custom_objects("slam-pipeline"), NS, core_api=kuberay.core_v1("slam-pipeline"),
+    launcher = RayJobRunner(kuberay.custom_objects("slam-pipeline"), NS, core_api=kuberay.core_v1("slam-pipeline"),
                                poll_s=0.3, echo=lines.append)
     result = launcher.run(body, timeout_s=90, start_timeout_s=60, check_outputs=False)
     # (Running, SUCCEEDED) is a real KubeRay state in K8sJobMode (the submitter has not finished yet); the
