@@ -43,7 +43,7 @@ def statistic(method: str, counts: Counts, cfg: ProbeConfig, blocks: np.ndarray,
     tokens = np.maximum(counts.tokens[b, slots].sum(axis=0), 1)[:, None]
     probs = [f[b, slots].sum(axis=0) / tokens for f in counts.fires]
     if method == "msd":
-        return score_msd(probs, en, cfg.activation_quantile, cfg.fire_fraction)
+        return score_msd(probs, en, cfg.activation, cfg.activation_quantile, cfg.fire_fraction, cfg.activation_margin)
     return score_lape(probs, cfg.lape_entropy_quantile, cfg.lape_prob_quantile)
 
 

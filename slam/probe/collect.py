@@ -4,7 +4,7 @@
     counts = collect(model, tok, langs, texts, cfg, neurons=True, cosine=False)   # -> Counts
 
 Counts are kept per *block* of parallel problems (question i belongs to block i mod cfg.blocks): per
-block, language and neuron an int64 fire counter on the model's device; per block, layer and language
+block, language and neuron an int32 fire counter on the model's device; per block, layer and language
 pair a running sum of question-level cosine similarities. Memory grows with blocks x languages x
 width, never with the data. Blocks are what the calibration resamples: the null shuffles language
 labels within each block of parallel problems, split-half stability draws halves of the blocks.
@@ -87,7 +87,7 @@ class _Stats:
     def __init__(self, n_blocks: int, n_langs: int, widths: list[int], device: torch.device, threshold: float,
                  neurons: bool, cosine: bool):
         self.threshold = threshold
-        self.fires = ([torch.zeros((n_blocks, n_langs, w), dtype=torch.int64, device=device) for w in widths]
+        self.fires = ([torch.zeros((n_blocks, n_langs, w), dtype=torch.int32, device=device) for w in widths]
                       if neurons else [])
         self.pooled: list[list[torch.Tensor | None]] = [[None] * len(widths) for _ in range(n_langs)] if cosine else []
         self.lang = 0
@@ -105,7 +105,7 @@ class _Stats:
     def count(self, layer: int, fired: torch.Tensor) -> None:
         # (blocks, B*T) @ (B*T, I): a BLAS reduction, exact in fp32 for < 2^24 tokens per batch
         m = self.by_block.to(fired.device)
-        self.fires[layer][:, self.lang] += (m @ fired.reshape(m.shape[1], -1).to(torch.float32)).to(torch.int64)
+        self.fires[layer][:, self.lang] += (m @ fired.reshape(m.shape[1], -1).to(torch.float32)).to(torch.int32)
 
     def pool(self, layer: int, hidden: torch.Tensor) -> None:
         m = self.mask.to(hidden.device).unsqueeze(-1)
@@ -238,7 +238,7 @@ def collect(model: nn.Module, tokenizer: Any, langs: Sequence[str], texts: dict[
     if (tokens.sum(axis=0) == 0).any():
         empty = [lang for lang, t in zip(langs, tokens.sum(axis=0), strict=True) if t == 0]
         raise SlamError(f"no countable tokens for {', '.join(empty)}: questions empty or only special tokens")
-    fires = [f.cpu().numpy() for f in stats.fires]
+    fires = [f.cpu().numpy().astype(np.int64) for f in stats.fires]
     return Counts(fires=fires, tokens=tokens, sim=sim, questions=per_block, widths=widths, raw_tokens=raw)
 
 
