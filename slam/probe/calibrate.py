@@ -41,10 +41,23 @@ def statistic(method: str, counts: Counts, cfg: ProbeConfig, blocks: np.ndarray,
         sim = counts.sim[blocks[:, None, None], slots[:, :, None], slots[:, None, :]].sum(axis=0)
         return score_cosine(sim / max(1, int(counts.questions[blocks].sum())), en)
     tokens = np.maximum(counts.tokens[b, slots].sum(axis=0), 1)[:, None]
-    probs = [f[b, slots].sum(axis=0) / tokens for f in counts.fires]
+    # sum over blocks of the permuted counts as one matmul: (slots, blocks*langs) one-hot @ (blocks*langs, width)
+    n_langs = counts.tokens.shape[1]
+    pick = np.zeros((slots.shape[1], counts.tokens.size), dtype=np.float32)
+    pick[np.arange(slots.shape[1])[None, :].repeat(len(blocks), 0), b * n_langs + slots] = 1.0
+    flat = (pick @ _flat_fires(counts)) / tokens
+    bounds = np.cumsum([0, *counts.widths])
+    probs = [flat[:, a:z].astype(np.float64) for a, z in zip(bounds[:-1], bounds[1:], strict=True)]
     if method == "msd":
         return score_msd(probs, en, cfg.activation, cfg.activation_quantile, cfg.fire_fraction, cfg.activation_margin)
     return score_lape(probs, cfg.lape_entropy_quantile, cfg.lape_prob_quantile)
+
+
+def _flat_fires(counts: Counts) -> np.ndarray:
+    """(blocks*langs, total width) float32 fire counts, built once per Counts (exact below 2^24 per cell)."""
+    if getattr(counts, "_flat", None) is None:
+        counts._flat = np.concatenate([f.reshape(-1, f.shape[-1]) for f in counts.fires], axis=1).astype(np.float32)
+    return counts._flat
 
 
 def calibrated_scores(method: str, counts: Counts, cfg: ProbeConfig, blocks: np.ndarray, langs: Sequence[int],
