@@ -37,19 +37,8 @@ Token counts are balanced across languages; special tokens (BOS, padding) are ne
 | `report.py` | the one renderer: layer x language heatmap, scores chart, summary.md (CLI, pipeline, MLflow) |
 """
 
-from __future__ import annotations
-
-| module | what |
-|---|---|
-| `collect.py` | parallel questions; one forward pass with hooks keeping streaming counts only |
-| `scores.py` | per-layer language-specificity scores from those counts (msd, lape, cosine) |
-| `select.py` | ranking and selection of the k layers (top-k, contiguous) |
-| `run.py` | `run_probes`: validate, collect, score, select -> probe.json content |
-| `report.py` | the one renderer: layer x language heatmap, scores chart, summary.md (CLI, pipeline, MLflow) |
-"""
-
 from slam.probe.run import REPORT_VERSION, check_probe_inputs, run_probe, run_probes
-from slam.probe.select import METHODS, SELECTIONS, rank_layers, select_layers
+from slam.probe.select import METHODS, PROBE_SELECTIONS, SELECTIONS, rank_layers, select_layers
 
-__all__ = ["METHODS", "REPORT_VERSION", "SELECTIONS", "check_probe_inputs", "rank_layers", "run_probe", "run_probes",
-           "select_layers"]
+__all__ = ["METHODS", "PROBE_SELECTIONS", "REPORT_VERSION", "SELECTIONS", "check_probe_inputs", "rank_layers",
+           "run_probe", "run_probes", "select_layers"]

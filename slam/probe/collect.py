@@ -92,20 +92,24 @@ class _Stats:
         self.pooled: list[list[torch.Tensor | None]] = [[None] * len(widths) for _ in range(n_langs)] if cosine else []
         self.lang = 0
         self.mask: torch.Tensor | None = None  # (B, T) float, 1 on counted tokens
-        self.by_block: torch.Tensor | None = None  # (blocks, B*T): row b = the mask of block b's tokens
+        self.by_block: torch.Tensor | None = None  # (present blocks, B*T): row i = the mask of that block's tokens
+        self.present: torch.Tensor | None = None
         self.n_tokens: torch.Tensor | None = None
 
     def begin(self, lang: int, mask: torch.Tensor, counted: torch.Tensor, blocks: torch.Tensor, n_blocks: int) -> None:
         """`mask`: every real token (cosine pools over these); `counted`: those the fire counts keep."""
         self.lang, self.mask = lang, mask.to(torch.float32)
         self.n_tokens = self.mask.sum(1, keepdim=True).clamp(min=1)
-        onehot = torch.nn.functional.one_hot(blocks, n_blocks).to(torch.float32)  # (B, blocks)
-        self.by_block = (onehot.T[:, :, None] * counted.to(torch.float32)[None]).reshape(n_blocks, -1)
+        # only the blocks this batch touches (<= batch size rows, not all n_blocks)
+        self.present, inverse = torch.unique(blocks, return_inverse=True)
+        onehot = torch.nn.functional.one_hot(inverse, len(self.present)).to(torch.float32)  # (B, present)
+        self.by_block = (onehot.T[:, :, None] * counted.to(torch.float32)[None]).reshape(len(self.present), -1)
 
     def count(self, layer: int, fired: torch.Tensor) -> None:
         # (blocks, B*T) @ (B*T, I): a BLAS reduction, exact in fp32 for < 2^24 tokens per batch
         m = self.by_block.to(fired.device)
-        self.fires[layer][:, self.lang] += (m @ fired.reshape(m.shape[1], -1).to(torch.float32)).to(torch.int32)
+        counts = (m @ fired.reshape(m.shape[1], -1).to(torch.float32)).to(torch.int32)
+        self.fires[layer][self.present.to(counts.device), self.lang] += counts
 
     def pool(self, layer: int, hidden: torch.Tensor) -> None:
         m = self.mask.to(hidden.device).unsqueeze(-1)
