@@ -62,8 +62,8 @@ def test_paired_bootstrap_is_narrower_than_unpaired_and_covers_the_truth():
 def test_tiny_study_runs_resumes_and_logs_every_arm(tmp_path, monkeypatch):
     from slam.data.build import read_examples
     from slam.data.synth import synth
-    from slam.study import run_study
     from slam.study import run as study_run
+    from slam.study import run_study
     from slam.testing import save_tiny
 
     data = tmp_path / "w"

@@ -14,7 +14,6 @@ Every arm is an MLflow run nested under one parent (`--mlflow-uri`, default a sq
 from __future__ import annotations
 
 import argparse
-
 import os
 import subprocess
 import sys

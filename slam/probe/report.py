@@ -101,7 +101,7 @@ def render_markdown(report: dict) -> str:
                f"{stab['blocks']} blocks; selection overlap {ovl['mean']:.1f}/{stab['k']} "
                f"(top-k {stab['split_half_topk_overlap']['mean']:.1f}/{stab['k']})" if tau["mean"] is not None
                else "not measurable")
-            + (f"; leave-one-language-out keeps " + ", ".join(f"{lg} {v['overlap']}/{stab['k']}" for lg, v in lolo.items())
+            + ("; leave-one-language-out keeps " + ", ".join(f"{lg} {v['overlap']}/{stab['k']}" for lg, v in lolo.items())
                if lolo else "")
             + f"; layers above the language-shuffled null (p <= {stab['alpha']}): "
             + (", ".join(map(str, stab["significant_layers"])) or "none") + ".",

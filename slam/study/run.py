@@ -115,7 +115,6 @@ def _probe(cfg: StudyConfig, data: str, out: Path) -> dict:
 
 def _run_unit(cfg: StudyConfig, unit: Unit, data: str, root: Path, tracking_uri: str, parent_id: str) -> dict:
     """Train one unit (none for base) and evaluate it on every task: the unit's JSON content."""
-    import torch
 
     from slam.config import load_config
     from slam.models import load_model_and_tokenizer, resolve_model
