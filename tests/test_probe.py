@@ -178,7 +178,10 @@ def test_neuron_methods_find_the_planted_layer(method, layer, tok, records):
     x_ids = exclusive_token_ids(tok, records, "ru")
     assert len(x_ids) >= 10
     model = planted_llama(tok, x_ids, layer=layer)
-    r = run_probe(model, tok, records, ProbeConfig(method=method, top_k=1, fallback="none"), progress=False)
+    # all-or-nothing plant in a random model whose every layer sees other tokens per language: checked on the
+    # raw statistic (msd's fixed bar at 0.3); calibration is checked by the graded tests below
+    cfg = ProbeConfig(method=method, top_k=1, fallback="none", rank_by="raw", activation="fixed", fire_fraction=0.3)
+    r = run_probe(model, tok, records, cfg, progress=False)
     assert r["ranking"][0] == layer and r["probe_selected_layers"] == [layer] == r["selected_layers"]
     second = sorted(r["scores"], reverse=True)[1]
     assert r["scores"][layer] > 2 * second + 1e-3, r["scores"]
@@ -195,14 +198,15 @@ def test_unplanted_twin_does_not_single_out_that_layer(tok, records):
     """Control: the same construction without the planted rows gives no clear winner at that layer."""
     x_ids = exclusive_token_ids(tok, records, "ru")
     model = planted_llama(tok, x_ids, layer=2, n_neurons=0)
-    r = run_probe(model, tok, records, ProbeConfig(method="msd", top_k=1), progress=False)
-    assert r["ranking"][0] != 2 or r["scores"][2] < 1e-3
+    r = run_probe(model, tok, records, ProbeConfig(method="msd", top_k=1, rank_by="raw", activation="fixed",
+                                                   fire_fraction=0.3), progress=False)
+    assert r["scores"][2] < 1e-3
 
 
 def test_cosine_sees_a_planted_write_where_it_enters_the_residual(tok, records):
     x_ids = exclusive_token_ids(tok, records, "ru")
     model = planted_llama(tok, x_ids, layer=2, write=True)
-    r = run_probe(model, tok, records, ProbeConfig(method="cosine", top_k=1), progress=False)
+    r = run_probe(model, tok, records, ProbeConfig(method="cosine", top_k=1, rank_by="raw"), progress=False)
     sim = np.array(r["stats"]["matrices"]["similarity_en"])  # (layers, langs)
     ru, de = r["langs"].index("ru"), r["langs"].index("de")
     jumps = np.diff(sim[:, ru])
