@@ -17,11 +17,11 @@ import logging
 import sys
 from importlib.metadata import entry_points
 
-from slam.commands import data, evaluate, launch, merge, models, plan, probe, register, runs, train, tune
+from slam.commands import data, evaluate, launch, merge, models, plan, probe, register, runs, study, train, tune
 from slam.errors import SlamError
 
 # Order = order in `slam --help`. A module is listed only once its step exists (no stubs).
-COMMANDS = [models, plan, data, probe, train, merge, evaluate, tune, register, runs, launch]
+COMMANDS = [models, plan, data, probe, train, merge, evaluate, tune, register, runs, launch, study]
 PLUGIN_GROUP = "slam.commands"
 
 

@@ -20,6 +20,9 @@ import yaml
 from slam.errors import ConfigError
 
 Role = Literal["gate", "up", "down", "attention", "full-layer", "embeddings"]
+Selection = Literal["top-k", "contiguous", "bottom-k", "random-k", "top-layers"]
+"""How layers are picked (slam.probe.select): top-k / contiguous use the probe's scores; bottom-k is the
+paper's recipe (layers 0..k-1); random-k and top-layers are controls."""
 
 
 @dataclass(frozen=True)
@@ -51,12 +54,44 @@ class ProbeConfig:
     """Languages to probe; must include `en` for msd/cosine. Empty = all in the data."""
     top_k: int = 6
     """How many layers to select (the paper lands on 6)."""
-    selection: Literal["top-k", "contiguous"] = "top-k"
-    """top-k: the k highest-scoring layers; contiguous: the best-scoring block of k adjacent layers."""
+    selection: Selection = "top-k"
+    """top-k: the k highest-scoring layers; contiguous: the best-scoring block of k adjacent layers;
+    bottom-k / random-k / top-layers ignore the scores (see slam.probe.select)."""
     threshold: float = 0.0
     """Activation level above which a neuron "fires" on a token (paper: > 0)."""
     fire_fraction: float = 0.01
-    """p: a neuron is activated for a language if it fires on at least this share of its tokens."""
+    """msd with activation=fixed: activated = fires on at least this share of a language's tokens (saturates
+    for SiLU-gated models: 91-100% of neurons pass in every language on SmolLM2)."""
+    activation: Literal["neuron", "layer", "fixed"] = "neuron"
+    """msd: when a neuron counts as activated for a language. neuron: its activation probability is above
+    its own mean over languages by activation_margin; layer: above the layer's activation_quantile of all (language, neuron)
+    probabilities; fixed: p >= fire_fraction (the uncalibrated reconstruction)."""
+    activation_quantile: float = 0.9
+    """msd with activation=layer: the quantile bar (0.9 = the top 10%)."""
+    activation_margin: float = 0.05
+    """msd with activation=neuron: how far above its cross-language mean a neuron's activation probability
+    must be (0.05 = 5 points of firing rate)."""
+    balance_tokens: bool = True
+    """Count as many tokens of every language as the shortest-tokenized one has (seeded thinning)."""
+    blocks: int = 64
+    """Parallel problems are counted in this many blocks (one question each with the default 64 questions):
+    the unit the null shuffles and the halves split. Finer blocks make a sharper null; memory is blocks x
+    languages x FFN width x layers int32 counters (SmolLM2, 6 languages: 71 MB; a 7B, 10 languages: 0.9 GB)."""
+    permutations: int = 100
+    """Language-label shuffles for the null (z-scores, p-values); 0 = no calibration."""
+    rank_by: Literal["excess", "z", "raw"] = "excess"
+    """Rank layers by the statistic minus its language-shuffled null mean (calibrated), by the z-score
+    against that null, or by the raw statistic (uncalibrated)."""
+    split_halves: int = 10
+    """Random halves of the blocks for split-half stability (>= 5 for a meaningful mean)."""
+    min_tau: float = 0.6
+    """Stable when the mean split-half Kendall tau of layer scores reaches this..."""
+    min_overlap: float = 0.66
+    """...and the split-half and leave-one-language-out selections share this fraction of k layers (4 of 6)."""
+    fallback: Literal["bottom-k", "none"] = "bottom-k"
+    """When the probe is not stable, train the paper's bottom-k instead of an unstable selection."""
+    seed: int = 0
+    """Seeds token thinning, shuffles and halves."""
     max_questions: int = 64
     """Parallel questions per language (0 = all the data has)."""
     batch_size: int = 8
@@ -78,7 +113,7 @@ class TrainConfig:
     """probe.json path/URI whose selected layers to use when `layers` is None."""
     top_k: int | None = None
     """Override the probe's k: take the first k layers of its ranking."""
-    selection: Literal["top-k", "contiguous"] | None = None
+    selection: Selection | None = None
     """Override the probe's selection mode when re-selecting from its scores."""
     roles: list[Role] = field(default_factory=lambda: ["up", "down"])
     """FFN projections to tune (official SLAM code: up_proj + down_proj)."""
@@ -131,13 +166,20 @@ class TuneConfig:
     k_grid: list[int] = field(default_factory=lambda: [2, 4, 6, 8])
     lr_grid: list[float] = field(default_factory=list)
     """Learning rates to try; empty = train.lr only."""
-    selections: list[Literal["top-k", "contiguous"]] = field(default_factory=lambda: ["top-k"])
+    selections: list[Selection] = field(default_factory=lambda: ["top-k"])
     search: Literal["grid", "random"] = "grid"
     num_samples: int = 1
     """grid: repeats of the whole grid; random: number of trials."""
     max_steps: int = 50
     """Reduced training budget per trial."""
-    metric: Literal["val_loss", "val_accuracy"] = "val_loss"
+    metric: Literal["val_loss", "val_accuracy", "val_accuracy_non_en"] = "val_accuracy_non_en"
+    """What ranks trials: non-English validation accuracy (greedy, on held-out CoT questions; English is the
+    guard below). val_loss always favours more trainable parameters, so it cannot choose k."""
+    val_accuracy_limit: int = 12
+    """Questions per language each trial is scored on (when train.val_accuracy_limit is 0)."""
+    english_tolerance: float = 0.05
+    """English guard: a trial more than this (accuracy, 0.05 = 5 points) below the best trial's English
+    validation accuracy cannot win."""
     asha: bool = True
     grace_period: int = 1
     """ASHA: reports a trial gets before it may be stopped."""
@@ -370,10 +412,26 @@ def _semantic_problems(cfg: SlamConfig) -> list[str]:
         p.append(f"train.layers: duplicate layer index in {t.layers}")
     if not 0 <= cfg.probe.fire_fraction <= 1:
         p.append(f"probe.fire_fraction: must be in [0, 1], got {cfg.probe.fire_fraction}")
+    p += probe_problems(cfg.probe, prefix="probe.")
     if not 0 <= t.warmup_ratio < 1:
         p.append(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
+    if cfg.tune.val_accuracy_limit < 0 or cfg.tune.english_tolerance < 0:
+        p.append("tune.val_accuracy_limit and tune.english_tolerance: must be >= 0")
     if any(k <= 0 for k in cfg.tune.k_grid):
         p.append(f"tune.k_grid: layer counts must be > 0, got {cfg.tune.k_grid}")
+    return p
+
+
+def probe_problems(pc: ProbeConfig, prefix: str = "") -> list[str]:
+    """The probe's calibration settings that cannot work (shared by the config loader and run_probes)."""
+    p = []
+    if not 0 <= pc.activation_quantile < 1:
+        p.append(f"{prefix}activation_quantile: must be in [0, 1), got {pc.activation_quantile}")
+    for name in ("blocks", "permutations", "split_halves"):
+        if getattr(pc, name) < (1 if name == "blocks" else 0):
+            p.append(f"{prefix}{name}: must be >= {1 if name == 'blocks' else 0}, got {getattr(pc, name)}")
+    if not 0 <= pc.min_overlap <= 1:
+        p.append(f"{prefix}min_overlap: must be in [0, 1], got {pc.min_overlap}")
     return p
 
 

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def evaluate_model(model: Any, tokenizer: Any, records: Sequence[Any], *, batch_size: int = 16,
                    max_new_tokens: int = 160, template: str = "alpaca", progress: bool = True,
-                   extract: Callable[[str], float | None] | None = None) -> dict:
+                   extract: Callable[[str], float | None] | None = None, stop_pattern: str | None = None) -> dict:
     """Generate an answer for every record and score it against `record.gold`, per language.
 
     `records` are slam.data.records.Record (anything with id, lang, question, gold works). `extract`
@@ -39,7 +39,8 @@ def evaluate_model(model: Any, tokenizer: Any, records: Sequence[Any], *, batch_
     _validate(records, batch_size, max_new_tokens, template)
     t0 = time.perf_counter()
     completions, new_tokens = generate(model, tokenizer, [r.question for r in records], batch_size=batch_size,
-                                       max_new_tokens=max_new_tokens, template=template, progress=progress)
+                                       max_new_tokens=max_new_tokens, template=template, progress=progress,
+                                       stop_pattern=stop_pattern)
     seconds = time.perf_counter() - t0
 
     samples = []

@@ -24,10 +24,11 @@ STOP_STRINGS = {"alpaca": ("### Instruction", "\n### Input"), "chat": ()}
 
 def generate(model: Any, tokenizer: Any, instructions: Sequence[str], *, batch_size: int = 16,
              max_new_tokens: int = 160, template: str = "alpaca", progress: bool = False,
-             stop_strings: Sequence[str] | None = None) -> tuple[list[str], int]:
+             stop_strings: Sequence[str] | None = None, stop_pattern: str | None = None) -> tuple[list[str], int]:
     """Greedy completions (in input order) for `instructions` wrapped in `template`, each cut before
     the first stop string (default: the template's STOP_STRINGS); also the number of tokens generated
-    (EOS included, padding not)."""
+    (EOS included, padding not). `stop_pattern`: a regex; a row stops once its completion matches it
+    (e.g. a finished "The answer is N." sentence), so a batch does not wait on rambling rows."""
     import torch
     from tqdm.auto import tqdm
 
@@ -45,7 +46,7 @@ def generate(model: Any, tokenizer: Any, instructions: Sequence[str], *, batch_s
     total_new = 0
     was_training = model.training
     model.eval()
-    stop_kw = {"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}
+    stop_kw: dict[str, Any] = {"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}
     bar = tqdm(total=len(prompts), desc="generate", unit="q", disable=not progress)
     try:
         for start in range(0, len(order), batch_size):
@@ -56,6 +57,8 @@ def generate(model: Any, tokenizer: Any, instructions: Sequence[str], *, batch_s
             for row, i in enumerate(idx):  # left padding
                 ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
                 mask[row, width - len(prompts[i]):] = 1
+            if stop_pattern:
+                stop_kw["stopping_criteria"] = _pattern_stop(tokenizer, stop_pattern, width)
             with torch.inference_mode():
                 gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
                                      max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_ids,
@@ -75,6 +78,23 @@ def generate(model: Any, tokenizer: Any, instructions: Sequence[str], *, batch_s
         bar.close()
         model.train(was_training)
     return out, total_new
+
+
+def _pattern_stop(tokenizer: Any, pattern: str, width: int) -> Any:
+    """A per-row stopping criterion: True for rows whose new text (the last 24 tokens) matches `pattern`."""
+    import re
+
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    rx = re.compile(pattern)
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+            tails = tokenizer.batch_decode(input_ids[:, max(width, input_ids.shape[1] - 24):], skip_special_tokens=True)
+            return torch.tensor([bool(rx.search(t)) for t in tails], device=input_ids.device)
+
+    return StoppingCriteriaList([_Stop()])
 
 
 def cut(text: str, stop_strings: Sequence[str]) -> str:

@@ -142,6 +142,10 @@ def probe_layers(*, storage: str, base_model: str, data_uri: str, languages: str
         write_outputs(report, out)
     layers = report["selected_layers"]
     metrics = {f"score_layer_{i:02d}": float(s) for i, s in enumerate(report["scores"])}
+    stab = report.get("stability") or {}  # the probe's stability, as numbers next to the scores
+    if (stab.get("split_half_tau") or {}).get("mean") is not None:
+        metrics.update({"split_half_tau": stab["split_half_tau"]["mean"], "stable": float(report["stable"]),
+                        "split_half_overlap": stab["split_half_overlap"]["mean"]})
     return {"uri": report_uri, "outputs": {"selected_layers": ",".join(map(str, layers))}, "metrics": metrics,
             "markdown": render_markdown(report) + f"\nReport: `{report_uri}`\n",
             "figures": {f"Probe ({report['method']}): layer x language": store.read_bytes(store.join(out, "heatmap.png")),

@@ -130,7 +130,9 @@ BY_HAND = {
 def test_fire_rate_matches_a_direct_computation(arch, tok, records):
     """The hook path (fast sign test, fused halves, pre-hook on fc2) equals act(x) > 0 computed by hand."""
     model = tiny_model(arch, num_layers=2, vocab_size=len(tok))
-    r = run_probe(model, tok, records, ProbeConfig(method="msd", top_k=1, batch_size=5), progress=False)
+    # balance_tokens off: every token counts, as in the computation by hand
+    r = run_probe(model, tok, records, ProbeConfig(method="msd", top_k=1, batch_size=5, balance_tokens=False),
+                  progress=False)
     layers = model.transformer.h if arch == "gpt2" else model.model.layers
     mlp = layers[1].mlp
     captured = []
@@ -176,14 +178,17 @@ def test_neuron_methods_find_the_planted_layer(method, layer, tok, records):
     x_ids = exclusive_token_ids(tok, records, "ru")
     assert len(x_ids) >= 10
     model = planted_llama(tok, x_ids, layer=layer)
-    r = run_probe(model, tok, records, ProbeConfig(method=method, top_k=1), progress=False)
-    assert r["ranking"][0] == layer and r["selected_layers"] == [layer]
+    # all-or-nothing plant in a random model whose every layer sees other tokens per language: checked on the
+    # raw statistic (msd's fixed bar at 0.3); calibration is checked by the graded tests below
+    cfg = ProbeConfig(method=method, top_k=1, fallback="none", rank_by="raw", activation="fixed", fire_fraction=0.3)
+    r = run_probe(model, tok, records, cfg, progress=False)
+    assert r["ranking"][0] == layer and r["probe_selected_layers"] == [layer] == r["selected_layers"]
     second = sorted(r["scores"], reverse=True)[1]
     assert r["scores"][layer] > 2 * second + 1e-3, r["scores"]
     ru = r["langs"].index("ru")
-    if method == "msd":  # ru activates the 16 planted neurons, nobody else does
+    if method == "msd":  # ru activates the 16 planted neurons (a quarter of the layer), nobody else does
         active = np.array(r["stats"]["matrices"]["active"][layer])
-        assert active[ru] == 1.0 and all(active[i] == pytest.approx(48 / 64) for i in range(4) if i != ru)
+        assert active[ru] >= 16 / 64 and active.argmax() == ru
     else:  # the specific neurons found there belong to ru
         spec = np.array(r["stats"]["matrices"]["specific"][layer])
         assert spec[ru] > 0 and spec.argmax() == ru
@@ -193,14 +198,15 @@ def test_unplanted_twin_does_not_single_out_that_layer(tok, records):
     """Control: the same construction without the planted rows gives no clear winner at that layer."""
     x_ids = exclusive_token_ids(tok, records, "ru")
     model = planted_llama(tok, x_ids, layer=2, n_neurons=0)
-    r = run_probe(model, tok, records, ProbeConfig(method="msd", top_k=1), progress=False)
+    r = run_probe(model, tok, records, ProbeConfig(method="msd", top_k=1, rank_by="raw", activation="fixed",
+                                                   fire_fraction=0.3), progress=False)
     assert r["scores"][2] < 1e-3
 
 
 def test_cosine_sees_a_planted_write_where_it_enters_the_residual(tok, records):
     x_ids = exclusive_token_ids(tok, records, "ru")
     model = planted_llama(tok, x_ids, layer=2, write=True)
-    r = run_probe(model, tok, records, ProbeConfig(method="cosine", top_k=1), progress=False)
+    r = run_probe(model, tok, records, ProbeConfig(method="cosine", top_k=1, rank_by="raw"), progress=False)
     sim = np.array(r["stats"]["matrices"]["similarity_en"])  # (layers, langs)
     ru, de = r["langs"].index("ru"), r["langs"].index("de")
     jumps = np.diff(sim[:, ru])
@@ -270,3 +276,74 @@ def test_model_fingerprint_is_dtype_independent_and_weight_sensitive():
     with torch.no_grad():
         m.model.layers[1].mlp.up_proj.weight[0, 0] += 1.0
     assert model_fingerprint(m) != fp
+
+
+# --------------------------------------------------------------------------------------------------
+# Calibration: a graded planted signal every method must find, and a null where none may be claimed
+
+X_WORDS, FILLER = ["zorp", "quix", "vlem"], ["bam", "dot", "fen", "gup", "hix"]
+GRADED_LANGS = ["en", "de", "es", "ru"]
+
+
+def graded_records(rates: dict[str, float], n: int = 32, words: int = 40, seed: int = 0) -> list[dict]:
+    """Parallel questions whose only language difference is how often trigger words occur (rates[lang])."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        for lang in GRADED_LANGS:
+            ws = [rng.choice(X_WORDS) if rng.random() < rates.get(lang, 0.3) else rng.choice(FILLER)
+                  for _ in range(words)]
+            out.append({"lang": lang, "problem_id": f"g{i}", "question": " ".join(ws)})
+    return out
+
+
+@pytest.fixture(scope="module")
+def graded_tok():
+    texts = [r["question"] for r in graded_records({"ru": 0.6}) + graded_records({"ru": 0.45})]
+    return tiny_tokenizer(texts * 2, vocab_size=300)
+
+
+def graded_model(tok, layer: int, write: bool = False):
+    """planted_llama where every token looks the same to every weight except the planted neurons (all
+    embeddings share one row outside span(v, c), and +-2v has the same norm either way): those fire exactly
+    on trigger-word tokens, so a language's firing rate there is its trigger-word rate, and nothing else
+    differs between languages."""
+    x_ids = sorted({t for w in X_WORDS for t in tok(" " + w, add_special_tokens=False)["input_ids"]}
+                   | {t for w in X_WORDS for t in tok(w, add_special_tokens=False)["input_ids"]})
+    f_ids = {t for w in FILLER for s in (w, " " + w) for t in tok(s, add_special_tokens=False)["input_ids"]}
+    assert not set(x_ids) & f_ids, "trigger and filler words share tokens"
+    model = planted_llama(tok, x_ids, layer=layer, write=write)
+    h = model.config.hidden_size
+    basis, _ = torch.linalg.qr(torch.randn(h, 3, generator=torch.Generator().manual_seed(1)))  # as planted_llama
+    v = basis.T[0]
+    with torch.no_grad():
+        emb = model.model.embed_tokens.weight
+        shared = emb[min(f_ids)].clone()  # a filler row: e @ q + c, no v
+        emb.copy_((shared - 2 * v).expand_as(emb).clone())  # -2v / +2v: the same norm, so RMSNorm scales
+        emb[x_ids] += 4 * v                                  # every token alike and only the gate sees v
+    return model
+
+
+@pytest.mark.parametrize("method", ["msd", "lape"])
+def test_graded_signal_is_found_significant_and_stable(method, graded_tok):
+    model = graded_model(graded_tok, layer=2)
+    # two languages fire 0.6 vs 0.3: leaving any one language out still leaves a difference to find
+    r = run_probe(model, graded_tok, graded_records({"ru": 0.6, "de": 0.6}),
+                  # lape's bar is a quantile of all probabilities; this toy model's other neurons fire on ~0%
+                  # or ~100% of tokens, so a 0.6-rate neuron clears only a lower quantile than real models need
+                  ProbeConfig(method=method, top_k=1, lape_prob_quantile=0.3), progress=False)
+    assert r["ranking"][0] == 2 and r["probe_selected_layers"] == [2], r["scores"]
+    assert 2 in r["stability"]["significant_layers"] and r["null"]["p_values"][2] <= 0.05
+    assert r["stability"]["split_half_tau"]["mean"] >= 0.6 and r["stability"]["split_half_overlap"]["mean"] >= 0.8
+    if method == "msd":  # the default method passes every check, leave-one-language-out included
+        assert r["stable"] and r["selected_layers"] == [2] and r["fallback"] is None, r["warnings"]
+
+
+@pytest.mark.parametrize("method", ["msd", "lape", "cosine"])
+def test_null_probe_says_no_stable_selection_and_falls_back_to_bottom_k(method, graded_tok):
+    model = graded_model(graded_tok, layer=2, write=True)
+    r = run_probe(model, graded_tok, graded_records({"ru": 0.45, "en": 0.45, "de": 0.45, "es": 0.45}),
+                  ProbeConfig(method=method, top_k=1, lape_prob_quantile=0.3), progress=False)
+    assert not r["stable"] and r["warnings"]
+    assert r["fallback"] == "bottom-k" and r["selected_layers"] == [0]
+    assert any("bottom-k" in w for w in r["warnings"])

@@ -48,10 +48,13 @@ def test_random_search_is_a_seeded_sample_and_repeats_get_their_own_names():
     assert [p["trial"] for p in reps] == ["k2-top-k-lr2e-05", "k2-top-k-lr2e-05-r1"]
 
 
-@pytest.mark.parametrize("metric,want", [("val_loss", {"val_every": 4, "val_accuracy_every": 0}),
-                                          ("val_accuracy", {"val_every": 0, "val_accuracy_every": 4})])
-def test_trials_validate_the_tune_metric_at_every_report(metric, want):
-    """ASHA compares trials on intermediate reports, so each report must carry the metric it ranks by."""
+@pytest.mark.parametrize("metric,want", [
+    ("val_loss", {"val_every": 4, "val_accuracy_every": 0, "val_accuracy_limit": 3}),
+    ("val_accuracy", {"val_every": 0, "val_accuracy_every": 0, "val_accuracy_limit": 3}),
+    ("val_accuracy_non_en", {"val_every": 0, "val_accuracy_every": 0, "val_accuracy_limit": 3})])
+def test_trials_validate_the_tune_metric_when_it_is_used(metric, want):
+    """ASHA (val_loss) compares trials on intermediate reports, so each report carries the loss; an accuracy
+    ranks the final report only (no early stopping on it), so it is computed once, at the end."""
     from slam.distributed.tune import _trial_cfg
 
     cfg = cfg_with(tune={"metric": metric, "max_steps": 8}, train={"report_every": 4, "val_accuracy_limit": 3})
@@ -71,12 +74,23 @@ def test_k_beyond_the_model_is_rejected():
     ("val_loss", [("a", 2, "stopped", 1.0), ("b", 4, "stopped", 0.8)], "b"),     # nothing completed
     ("val_loss", [("a", 2, "complete", 0.8), ("b", 4, "complete", 0.8)], "a"),   # tie -> the smaller k
     ("val_accuracy", [("a", 2, "complete", 0.3), ("b", 4, "complete", 0.5), ("c", 6, "error", None)], "b"),
+    ("val_accuracy_non_en", [("a", 2, "complete", 0.3), ("b", 4, "complete", 0.3)], "a"),  # tie -> smaller k
 ])
 def test_pick_best(metric, rows, best_trial):
     from slam.distributed.tune import pick_best
 
     table = [{"trial": t, "k": k, "status": s, metric: v} for t, k, s, v in rows]
     assert pick_best(table, metric)["trial"] == best_trial
+
+
+def test_english_guard_keeps_a_trial_that_buys_languages_with_english_from_winning():
+    from slam.distributed.tune import pick_best
+
+    rows = [{"trial": "k2", "k": 2, "status": "complete", "val_accuracy_non_en": 0.30, "val_accuracy_en": 0.40},
+            {"trial": "k6", "k": 6, "status": "complete", "val_accuracy_non_en": 0.35, "val_accuracy_en": 0.20}]
+    assert pick_best(rows, "val_accuracy_non_en", english_tolerance=0.05)["trial"] == "k2"
+    assert pick_best(rows, "val_accuracy_non_en", english_tolerance=0.25)["trial"] == "k6"
+    assert pick_best(rows, "val_accuracy_non_en")["trial"] == "k6"                 # no guard asked for
 
 
 def test_pick_best_with_no_metric_is_a_clear_error():
@@ -102,7 +116,8 @@ def test_write_outputs(tmp_path):
 
 @pytest.mark.parametrize("sections,message", [
     ({"tune": {"k_grid": [2]}}, "train.probe is empty"),
-    ({"train": {"probe": "p.json"}, "tune": {"metric": "val_accuracy"}}, "needs train.val_accuracy_limit > 0"),
+    ({"train": {"probe": "p.json"}, "tune": {"metric": "val_accuracy", "val_accuracy_limit": 0}},
+     r"needs tune.val_accuracy_limit \(or train.val_accuracy_limit\) > 0"),
 ])
 def test_bad_config_fails_before_ray_starts(sections, message):
     from slam.distributed.tune import tune_search
@@ -141,7 +156,7 @@ def test_tiny_tune_two_trials_s3_storage_nested_runs_and_resume(tiny_model_dir, 
     cfg = cfg_with(model={"path": str(tiny_model_dir)}, data={"train": str(tmp_path / "data")},
                    train={"probe": str(tmp_path / "probe.json"), "engine": "torch", "micro_batch_size": 4,
                           "report_every": 2, "lr": 1e-2},
-                   tune={"k_grid": [1, 3], "max_steps": 4}, tracking={"uri": uri, "experiment": "tune-test"},
+                   tune={"k_grid": [1, 3], "max_steps": 4, "metric": "val_loss"}, tracking={"uri": uri, "experiment": "tune-test"},
                    storage={"root": f"{s3_bucket}/runs"})
     out = tune_search(cfg)
 

@@ -26,7 +26,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--langs", default=",".join(d.langs), help="comma list, e.g. en,de,zh (default: all in the data)")
     p.add_argument("--method", default=d.method, choices=["msd", "lape", "cosine"])
     p.add_argument("--top-k", type=int, default=d.top_k, help=f"layers to select (default {d.top_k})")
-    p.add_argument("--selection", default=d.selection, choices=["top-k", "contiguous"])
+    p.add_argument("--selection", default=d.selection, choices=["top-k", "contiguous", "bottom-k", "random-k", "top-layers"])
+    p.add_argument("--activation", default=d.activation, choices=["neuron", "layer", "fixed"],
+                   help="msd: when a neuron is activated for a language (default: above its cross-language mean)")
+    p.add_argument("--permutations", type=int, default=d.permutations,
+                   help=f"language-label shuffles for the null (default {d.permutations}; 0 = uncalibrated)")
+    p.add_argument("--rank-by", default=d.rank_by, choices=["excess", "z", "raw"])
+    p.add_argument("--fallback", default=d.fallback, choices=["bottom-k", "none"],
+                   help="what trains when the probe is unstable (default: the paper's bottom-k)")
     p.add_argument("--out", required=True, help="output dir or s3:// URI")
     p.add_argument("--threshold", type=float, default=d.threshold, help="a neuron fires when act > this")
     p.add_argument("--fire-fraction", type=float, default=d.fire_fraction,
@@ -66,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     langs = split_list(args.langs, "--langs")
     cfg = ProbeConfig(method=args.method, langs=langs, top_k=args.top_k, selection=args.selection,
                       threshold=args.threshold, fire_fraction=args.fire_fraction, max_questions=args.max_questions,
-                      batch_size=args.batch_size, max_length=args.max_length)
+                      batch_size=args.batch_size, max_length=args.max_length, activation=args.activation,
+                      permutations=args.permutations, rank_by=args.rank_by, fallback=args.fallback)
     records = load_probe_records(args.data, langs or None)
     model_dir = resolve_model(args.model)
     # all input problems before the (slow) model load: the layer count comes from config.json alone
@@ -78,5 +86,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"selected layers ({report['method']}, {report['selection']}, k={report['top_k']}): "
           f"{','.join(map(str, report['selected_layers']))}")
     print(f"ranking: {' '.join(map(str, report['ranking']))}")
+    s = report["stability"]
+    if s["split_half_tau"]["mean"] is not None:
+        print(f"stability: split-half tau {s['split_half_tau']['mean']:.2f}, overlap {s['split_half_overlap']['mean']:.1f}"
+              f"/{s['k']}, leave-one-language-out min {s['lolo_min_overlap']}/{s['k']} -> "
+              f"{'stable' if report['stable'] else 'NOT stable'}")
+    for w in report["warnings"]:
+        print(f"warning: {w}")
     print(f"wrote {args.out}")
     return 0

@@ -36,7 +36,8 @@ from slam.errors import SlamError
 log = logging.getLogger(__name__)
 
 RESULT_COLUMNS = ["trial", "k", "selection", "lr", "layers", "status", "steps", "train_loss", "val_loss",
-                  "val_accuracy", "trainable_fraction", "wall_time", "run_dir"]
+                  "val_accuracy", "val_accuracy_non_en", "val_accuracy_en", "trainable_fraction", "wall_time", "run_dir"]
+ACCURACY_METRICS = ("val_accuracy", "val_accuracy_non_en")
 
 
 @dataclass(frozen=True)
@@ -89,11 +90,15 @@ def _search_name(cfg: SlamConfig) -> str:
 def _trial_cfg(cfg: SlamConfig, point: dict[str, Any], name: str, parent_run_id: str) -> dict[str, Any]:
     tc, t = cfg.tune, cfg.train
     report_every = max(1, min(t.report_every, tc.max_steps))
+    accuracy = tc.metric in ACCURACY_METRICS
     return to_dict(cfg.replace(
         train={"layers": point["layers"], "lr": point["lr"], "max_steps": tc.max_steps, "seed": t.seed + point["rep"],
-               "report_every": report_every, "val_every": report_every if tc.metric == "val_loss" else t.val_every,
-               # ASHA compares trials on intermediate reports: the metric must be in them
-               "val_accuracy_every": report_every if tc.metric == "val_accuracy" else t.val_accuracy_every,
+               "report_every": report_every,
+               # ASHA (val_loss only) compares trials on intermediate reports: the metric must be in them; an
+               # accuracy is ranked on the final report only (greedy generation is the expensive part)
+               "val_every": report_every if tc.metric == "val_loss" else t.val_every,
+               "val_accuracy_every": 0 if accuracy else t.val_accuracy_every,
+               "val_accuracy_limit": (t.val_accuracy_limit or tc.val_accuracy_limit) if accuracy else t.val_accuracy_limit,
                "run_name": f"{name}-{point['trial']}", "method": "slam"},
         tracking={"parent_run_id": parent_run_id}))
 
@@ -138,18 +143,28 @@ def _rows(results: Any, points: dict[str, dict], max_steps: int, run_dirs: dict[
         rows.append({"trial": p["trial"], "k": p["k"], "selection": p["selection"], "lr": p["lr"],
                      "layers": p["layers"], "status": status, "steps": steps, "train_loss": m.get("train_loss"),
                      "val_loss": m.get("val_loss"), "val_accuracy": m.get("val_accuracy"),
+                     "val_accuracy_non_en": m.get("val_accuracy_non_en"), "val_accuracy_en": m.get("val_accuracy_en"),
                      "trainable_fraction": m.get("trainable_fraction"), "wall_time": m.get("wall_time"),
                      "run_dir": run_dirs[p["trial"]], "delta_uri": m.get("delta_uri")})
     order = {name: i for i, name in enumerate(points)}
     return sorted(rows, key=lambda row: order[row["trial"]])
 
 
-def pick_best(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
-    """Best completed trial by `metric` (min loss / max accuracy); trials ASHA stopped only if none completed."""
+def pick_best(rows: list[dict[str, Any]], metric: str, english_tolerance: float | None = None) -> dict[str, Any]:
+    """Best completed trial by `metric` (min loss / max accuracy); trials ASHA stopped only if none completed.
+
+    English guard (accuracy metrics, english_tolerance set): a trial whose English validation accuracy is
+    more than `english_tolerance` below the best English among the candidates is not eligible, so a k
+    that buys other languages by losing English does not win. Ties go to the smaller k (fewer parameters)."""
     scored = [r for r in rows if isinstance(r.get(metric), (int, float)) and not math.isnan(r[metric])]
     done = [r for r in scored if r["status"] == "complete"] or scored
     if not done:
         raise SlamError(f"no Tune trial reported {metric}: see the trial errors in the results table")
+    en = [r["val_accuracy_en"] for r in done if isinstance(r.get("val_accuracy_en"), (int, float))]
+    if english_tolerance is not None and metric in ACCURACY_METRICS and en:
+        guarded = [r for r in done if isinstance(r.get("val_accuracy_en"), (int, float))
+                   and r["val_accuracy_en"] >= max(en) - english_tolerance - 1e-12]
+        done = guarded or done
     sign = 1 if metric.endswith("loss") else -1
     return min(done, key=lambda r: (sign * r[metric], r["k"]))
 
@@ -191,8 +206,9 @@ def _check(cfg: SlamConfig) -> None:
     tc, problems = cfg.tune, []
     if not cfg.train.probe:
         problems.append("train.probe is empty: Tune picks each trial's layers from a probe.json (`slam probe`)")
-    if tc.metric == "val_accuracy" and not cfg.train.val_accuracy_limit:
-        problems.append("tune.metric=val_accuracy needs train.val_accuracy_limit > 0 (questions per language)")
+    if tc.metric in ACCURACY_METRICS and not (cfg.train.val_accuracy_limit or tc.val_accuracy_limit):
+        problems.append(f"tune.metric={tc.metric} needs tune.val_accuracy_limit (or train.val_accuracy_limit) > 0 "
+                        "(questions per language)")
     if tc.max_steps <= 0 or tc.num_samples <= 0:
         problems.append("tune.max_steps and tune.num_samples must be > 0")
     if problems:
@@ -236,7 +252,7 @@ def _log_results(tracker: Any, parent: Any, rows: list[dict], cfgs: dict[str, di
                          tags={"slam.step": "tune-trial", "slam.trial_status": row["status"]}) as run:
             run.log_params({"k": row["k"], "selection": row["selection"], "lr": row["lr"],
                             "layers": ",".join(map(str, row["layers"]))})
-            run.log_metrics({m: row[m] for m in ("val_loss", "train_loss", "val_accuracy")
+            run.log_metrics({m: row[m] for m in ("val_loss", "train_loss", *ACCURACY_METRICS, "val_accuracy_en")
                              if isinstance(row.get(m), (int, float))})
     parent.log_params({"best_k": best["k"], "best_layers": ",".join(map(str, best["layers"])),
                        "best_lr": best["lr"], "best_selection": best["selection"]})
@@ -276,7 +292,7 @@ def tune_search(cfg: SlamConfig, *, storage_root: str | None = None, ray_address
             tune.with_parameters(_trial, cfgs=cfgs, trials_root=trials_root, num_workers=num_workers), {"cpu": 0.01})
         results = _tuner(cfg, points, trainable, name, root, num_workers).fit()
         rows = _rows(results, points, tc.max_steps, run_dirs)
-        best_row = pick_best(rows, tc.metric)
+        best_row = pick_best(rows, tc.metric, tc.english_tolerance)
         best = {"k": best_row["k"], "layers": best_row["layers"], "lr": best_row["lr"],
                 "selection": best_row["selection"], "metric": tc.metric, "value": best_row[tc.metric],
                 "trial": best_row["trial"], "run_dir": best_row["run_dir"], "delta_uri": best_row["delta_uri"],

@@ -3,9 +3,16 @@
     langs, pids, texts = parallel_questions(records, ["en", "de"], max_questions=64)
     counts = collect(model, tok, langs, texts, cfg, neurons=True, cosine=False)   # -> Counts
 
-Per-neuron fire counts per language are int64 counters on the model's device, cosine statistics are
-per-layer running sums, so memory does not grow with the data. Special tokens (BOS, padding) are not
-counted: they are the same in every language.
+Counts are kept per *block* of parallel problems (question i belongs to block i mod cfg.blocks): per
+block, language and neuron an int32 fire counter on the model's device; per block, layer and language
+pair a running sum of question-level cosine similarities. Memory grows with blocks x languages x
+width, never with the data. Blocks are what the calibration resamples: the null shuffles language
+labels within each block of parallel problems, split-half stability draws halves of the blocks.
+
+Token balance: with cfg.balance_tokens every language contributes (in expectation) as many tokens as
+the language with the fewest (each token kept with probability min_tokens / tokens_L, seeded), so a
+language its tokenizer splits 5x finer (Thai on SmolLM2) gets no more weight nor less noise than
+English. Special tokens (BOS, padding) are not counted: they are the same in every language.
 """
 
 from __future__ import annotations
@@ -77,23 +84,32 @@ def _sign_preserving(act: nn.Module) -> bool:
 class _Stats:
     """Counters filled by the hooks. `begin(lang, mask)` before each forward names whose tokens these are."""
 
-    def __init__(self, n_langs: int, widths: list[int], device: torch.device, threshold: float,
+    def __init__(self, n_blocks: int, n_langs: int, widths: list[int], device: torch.device, threshold: float,
                  neurons: bool, cosine: bool):
         self.threshold = threshold
-        self.fires = [torch.zeros((n_langs, w), dtype=torch.int64, device=device) for w in widths] if neurons else []
+        self.fires = ([torch.zeros((n_blocks, n_langs, w), dtype=torch.int32, device=device) for w in widths]
+                      if neurons else [])
         self.pooled: list[list[torch.Tensor | None]] = [[None] * len(widths) for _ in range(n_langs)] if cosine else []
         self.lang = 0
         self.mask: torch.Tensor | None = None  # (B, T) float, 1 on counted tokens
+        self.by_block: torch.Tensor | None = None  # (present blocks, B*T): row i = the mask of that block's tokens
+        self.present: torch.Tensor | None = None
         self.n_tokens: torch.Tensor | None = None
 
-    def begin(self, lang: int, mask: torch.Tensor) -> None:
+    def begin(self, lang: int, mask: torch.Tensor, counted: torch.Tensor, blocks: torch.Tensor, n_blocks: int) -> None:
+        """`mask`: every real token (cosine pools over these); `counted`: those the fire counts keep."""
         self.lang, self.mask = lang, mask.to(torch.float32)
         self.n_tokens = self.mask.sum(1, keepdim=True).clamp(min=1)
+        # only the blocks this batch touches (<= batch size rows, not all n_blocks)
+        self.present, inverse = torch.unique(blocks, return_inverse=True)
+        onehot = torch.nn.functional.one_hot(inverse, len(self.present)).to(torch.float32)  # (B, present)
+        self.by_block = (onehot.T[:, :, None] * counted.to(torch.float32)[None]).reshape(len(self.present), -1)
 
     def count(self, layer: int, fired: torch.Tensor) -> None:
-        # (B*T) @ (B*T, I): a BLAS reduction, exact in fp32 for < 2^24 tokens per batch
-        m = self.mask.to(fired.device).reshape(1, -1)
-        self.fires[layer][self.lang] += (m @ fired.reshape(m.shape[1], -1).to(torch.float32)).reshape(-1).to(torch.int64)
+        # (blocks, B*T) @ (B*T, I): a BLAS reduction, exact in fp32 for < 2^24 tokens per batch
+        m = self.by_block.to(fired.device)
+        counts = (m @ fired.reshape(m.shape[1], -1).to(torch.float32)).to(torch.int32)
+        self.fires[layer][self.present.to(counts.device), self.lang] += counts
 
     def pool(self, layer: int, hidden: torch.Tensor) -> None:
         m = self.mask.to(hidden.device).unsqueeze(-1)
@@ -143,13 +159,34 @@ def _hooked(model: nn.Module, arch: Arch, stats: _Stats, neurons: bool, cosine: 
 
 @dataclass
 class Counts:
-    """What one pass measured: firing rates per layer (langs x width), tokens and cosine sums per language."""
+    """What one pass measured, per block of parallel problems (see the module doc).
 
-    probs: list[np.ndarray]
+    fires[layer]: (blocks, langs, width) counts of tokens on which each neuron fired; tokens: (blocks,
+    langs) counted tokens; sim: (blocks, langs, langs, layers) sums of question-level cosine
+    similarities between the token-mean hidden states of two languages' versions of a question;
+    questions: (blocks,) questions per block."""
+
+    fires: list[np.ndarray]
     tokens: np.ndarray
-    sim_sum: np.ndarray
+    sim: np.ndarray
+    questions: np.ndarray
     widths: list[int]
-    questions: int
+    raw_tokens: np.ndarray
+    """(langs,) tokens before balancing."""
+
+    @property
+    def probs(self) -> list[np.ndarray]:
+        """Per layer (langs, width): activation probability of each neuron over all blocks."""
+        tok = self.tokens.sum(axis=0)[:, None]
+        return [f.sum(axis=0) / np.maximum(tok, 1) for f in self.fires]
+
+
+def _token_counts(tokenizer: Any, langs: Sequence[str], texts: dict[str, list[str]], max_length: int) -> np.ndarray:
+    out = np.zeros(len(langs), dtype=np.int64)
+    for li, lang in enumerate(langs):
+        enc = tokenizer(texts[lang], truncation=True, max_length=max_length, return_special_tokens_mask=True)
+        out[li] = sum(len(m) - sum(m) for m in enc["special_tokens_mask"])
+    return out
 
 
 def collect(model: nn.Module, tokenizer: Any, langs: Sequence[str], texts: dict[str, list[str]], cfg: ProbeConfig,
@@ -159,12 +196,18 @@ def collect(model: nn.Module, tokenizer: Any, langs: Sequence[str], texts: dict[
 
     arch = describe(model)
     n = len(next(iter(texts.values())))
+    n_blocks = max(1, min(cfg.blocks, n))
     device = next(model.parameters()).device
     widths = [arch.intermediate_size(model, i) for i in range(arch.num_layers)]
-    stats = _Stats(len(langs), widths, device, cfg.threshold, neurons, cosine)
-    tokens = np.zeros(len(langs), dtype=np.int64)
-    sim_sum = np.zeros((len(langs), arch.num_layers), dtype=np.float64)
-    en = list(langs).index("en") if "en" in langs else 0
+    stats = _Stats(n_blocks, len(langs), widths, device, cfg.threshold, neurons, cosine)
+    raw = _token_counts(tokenizer, langs, texts, cfg.max_length)
+    if (raw == 0).any():
+        empty = [lang for lang, t in zip(langs, raw, strict=True) if t == 0]
+        raise SlamError(f"no countable tokens for {', '.join(empty)}: questions empty or only special tokens")
+    keep = raw.min() / raw if cfg.balance_tokens else np.ones(len(langs))
+    tokens = np.zeros((n_blocks, len(langs)), dtype=np.int64)
+    sim = np.zeros((n_blocks, len(langs), len(langs), arch.num_layers), dtype=np.float64)
+    per_block = np.bincount(np.arange(n) % n_blocks, minlength=n_blocks)
     body = getattr(model, "base_model", model)  # the decoder stack only: logits are not needed
     # batches of similar length waste less on padding (sums are order-independent)
     order = sorted(range(n), key=lambda i: (sum(len(texts[lg][i]) for lg in langs), i))
@@ -175,6 +218,7 @@ def collect(model: nn.Module, tokenizer: Any, langs: Sequence[str], texts: dict[
     try:
         with torch.no_grad(), _hooked(model, arch, stats, neurons, cosine):
             for chunk in chunks:
+                blocks = torch.tensor([i % n_blocks for i in chunk])
                 for li, lang in enumerate(langs):
                     # right padding: real tokens keep positions 0..n-1 and never attend to pads, so
                     # absolute-position models (gpt2) give the same activations at any batch size
@@ -182,22 +226,36 @@ def collect(model: nn.Module, tokenizer: Any, langs: Sequence[str], texts: dict[
                                     padding_side="right", truncation=True, max_length=cfg.max_length,
                                     return_special_tokens_mask=True)
                     mask = enc["attention_mask"].bool() & ~enc["special_tokens_mask"].bool()
-                    stats.begin(li, mask.to(device))
+                    counted = mask
+                    if keep[li] < 1:  # token balance: a seeded thinning of the longer-tokenized languages
+                        counted = mask & _thinning(mask.shape, chunk, li, keep[li], cfg.seed)
+                    stats.begin(li, mask.to(device), counted.to(device), blocks.to(device), n_blocks)
                     body(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
                          use_cache=False)
-                    tokens[li] += int(mask.sum())
+                    np.add.at(tokens[:, li], blocks.numpy(), counted.sum(1).numpy())
                     bar.update(1)
-                if cosine:  # compare each question with its English parallel, then forget the vectors
-                    for li in range(len(langs)):
-                        for layer in range(arch.num_layers):
-                            sim = nn.functional.cosine_similarity(stats.pooled[li][layer],
-                                                                  stats.pooled[en][layer], dim=-1)
-                            sim_sum[li, layer] += float(sim.sum())
+                if cosine:  # compare each question's versions in every language pair, then forget the vectors
+                    _pairwise_similarity(stats, sim, blocks.numpy(), len(langs), arch.num_layers)
     finally:
         bar.close()
         model.train(was_training)
-    if (tokens == 0).any():
-        empty = [lang for lang, t in zip(langs, tokens, strict=True) if t == 0]
+    if (tokens.sum(axis=0) == 0).any():
+        empty = [lang for lang, t in zip(langs, tokens.sum(axis=0), strict=True) if t == 0]
         raise SlamError(f"no countable tokens for {', '.join(empty)}: questions empty or only special tokens")
-    probs = [f.cpu().numpy().astype(np.float64) / tokens[:, None] for f in stats.fires]
-    return Counts(probs=probs, tokens=tokens, sim_sum=sim_sum, widths=widths, questions=n)
+    fires = [f.cpu().numpy().astype(np.int64) for f in stats.fires]
+    return Counts(fires=fires, tokens=tokens, sim=sim, questions=per_block, widths=widths, raw_tokens=raw)
+
+
+def _thinning(shape: tuple[int, int], chunk: list[int], lang: int, keep: float, seed: int) -> torch.Tensor:
+    """Which token positions to keep, drawn per (question, language) so the draw is the same at any batch size."""
+    rows = [torch.rand(shape[1], generator=torch.Generator().manual_seed(seed * 1_000_003 + q * 101 + lang)) < keep
+            for q in chunk]
+    return torch.stack(rows)
+
+
+def _pairwise_similarity(stats: _Stats, sim: np.ndarray, blocks: np.ndarray, n_langs: int, n_layers: int) -> None:
+    for layer in range(n_layers):
+        pooled = torch.stack([stats.pooled[li][layer] for li in range(n_langs)])  # (langs, B, H)
+        unit = nn.functional.normalize(pooled.to(torch.float64), dim=-1)
+        pair = torch.einsum("lbh,mbh->blm", unit, unit).cpu().numpy()  # (B, langs, langs)
+        np.add.at(sim[..., layer], blocks, pair)

@@ -22,7 +22,7 @@ MATRIX_TITLES = {
 }
 SCORE_NAMES = {
     "msd": "MSD of activated-neuron share + overlap with English",
-    "lape": "share of low-entropy (language-specific) neurons",
+    "lape": "mean language specificity (log L - entropy) of strongly active neurons",
     "cosine": "1 - cosine similarity with English",
 }
 
@@ -77,24 +77,50 @@ def render_markdown(report: dict) -> str:
     scores, rank = report["scores"], report["ranking"]
     position = {layer: r + 1 for r, layer in enumerate(rank)}
     stats = report["stats"]
+    raw = report.get("raw_scores") or scores
+    null = report.get("null") or {}
+    params = report.get("params", {})
     lines = [
         f"# Layer probe: {report['method']} ({report['model_type']}, {report['num_layers']} layers)",
         "",
-        f"**Selected layers** ({report['selection']}, k={report['top_k']}): "
-        f"`{','.join(map(str, report['selected_layers']))}`",
+        f"**Layers to train** ({report['selection']}, k={report['top_k']}): "
+        f"`{','.join(map(str, report['selected_layers']))}`"
+        + (f" — the probe is **not stable**, so this is the paper's bottom-k fallback; the probe's own choice "
+           f"was `{','.join(map(str, report.get('probe_selected_layers', [])))}`" if report.get("fallback") else ""),
         "",
-        f"Ranking (most language-specific first): `{', '.join(map(str, rank))}`",
+        f"Ranking (most language-specific first, by {params.get('rank_by', 'raw')}): `{', '.join(map(str, rank))}`",
         "",
-        f"Score: {SCORE_NAMES.get(report['method'], report['method'])}. Languages: {', '.join(report['langs'])}; "
-        f"{stats['questions']} parallel questions each; tokens "
-        + ", ".join(f"{k} {v}" for k, v in stats["tokens"].items())
-        + f". Threshold {report['threshold']}, p = {report['fire_fraction']}.",
-        "",
-        "| layer | score | rank | selected |",
-        "|---:|---:|---:|:---:|",
     ]
+    stab = report.get("stability")
+    if stab:
+        tau, ovl = stab["split_half_tau"], stab["split_half_overlap"]
+        lolo = stab.get("leave_one_language_out", {})
+        lines += [
+            f"**Stability** ({'stable' if report.get('stable') else 'NOT stable'}): split-half Kendall tau "
+            + (f"{tau['mean']:.2f} (min {tau['min']:.2f}) over {stab['split_halves']} random halves of "
+               f"{stab['blocks']} blocks; selection overlap {ovl['mean']:.1f}/{stab['k']} "
+               f"(top-k {stab['split_half_topk_overlap']['mean']:.1f}/{stab['k']})" if tau["mean"] is not None
+               else "not measurable")
+            + ("; leave-one-language-out keeps " + ", ".join(f"{lg} {v['overlap']}/{stab['k']}" for lg, v in lolo.items())
+               if lolo else "")
+            + f"; layers above the language-shuffled null (p <= {stab['alpha']}): "
+            + (", ".join(map(str, stab["significant_layers"])) or "none") + ".",
+            "",
+        ]
+        lines += [f"> warning: {w}" for w in report.get("warnings", [])] + ([""] if report.get("warnings") else [])
+    lines += [
+        f"Score: {SCORE_NAMES.get(report['method'], report['method'])}. Languages: {', '.join(report['langs'])}; "
+        f"{stats['questions']} parallel questions each; tokens counted "
+        + ", ".join(f"{k} {v}" for k, v in stats["tokens"].items())
+        + (" (balanced)" if params.get("balance_tokens") else "") + ".",
+        "",
+        "| layer | score | raw | null mean | p | rank | trained |",
+        "|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
+    pv, nm = null.get("p_values") or [None] * len(scores), null.get("mean") or [None] * len(scores)
     for i, s in enumerate(scores):
-        lines.append(f"| {i} | {s:.4g} | {position[i]} | {'✔' if i in report['selected_layers'] else ''} |")
+        cells = [f"{x:.4g}" if isinstance(x, (int, float)) else "-" for x in (s, raw[i], nm[i], pv[i])]
+        lines.append(f"| {i} | {' | '.join(cells)} | {position[i]} | {'✔' if i in report['selected_layers'] else ''} |")
     lines += ["", f"Model fingerprint `{report['model_fingerprint']}`, data fingerprint "
                   f"`{report['data_fingerprint']}`.", ""]
     return "\n".join(lines)

@@ -17,13 +17,13 @@ import torch
 from torch import nn
 
 from slam.arch import describe
-from slam.config import ProbeConfig
+from slam.config import ProbeConfig, probe_problems
 from slam.errors import SlamError
+from slam.probe.calibrate import calibrate
 from slam.probe.collect import collect, parallel_questions
-from slam.probe.scores import score_lape, score_msd
-from slam.probe.select import METHODS, SELECTIONS, rank_layers, select_layers
+from slam.probe.select import METHODS, SELECTIONS, choose, rank_layers
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ def check_probe_inputs(records: Sequence[Any], cfg: ProbeConfig, methods: Sequen
         problems.append(f"fire_fraction must be in (0, 1], got {cfg.fire_fraction}")
     if cfg.batch_size < 1 or cfg.max_length < 1:
         problems.append("batch_size and max_length must be >= 1")
+    problems += probe_problems(cfg)
     if langs is not None and len(set(langs)) < len(langs):
         problems.append(f"langs has duplicates: {', '.join(langs)}")
     if langs is not None and len(langs) < 2:
@@ -103,38 +104,48 @@ def run_probes(model: nn.Module, tokenizer: Any, records: Sequence[Any], cfg: Pr
         "fire_fraction": cfg.fire_fraction,
         "params": {"max_questions": cfg.max_questions or None, "batch_size": cfg.batch_size,
                    "max_length": cfg.max_length, "lape_entropy_quantile": cfg.lape_entropy_quantile,
-                   "lape_prob_quantile": cfg.lape_prob_quantile},
+                   "lape_prob_quantile": cfg.lape_prob_quantile, "activation": cfg.activation,
+                   "activation_quantile": cfg.activation_quantile, "activation_margin": cfg.activation_margin,
+                   "balance_tokens": cfg.balance_tokens, "blocks": len(counts.questions),
+                   "permutations": cfg.permutations, "rank_by": cfg.rank_by, "split_halves": cfg.split_halves,
+                   "min_tau": cfg.min_tau, "min_overlap": cfg.min_overlap, "fallback": cfg.fallback, "seed": cfg.seed},
         "model_fingerprint": model_fingerprint(model),
         "data_fingerprint": data_fingerprint(langs, pids, texts),
     }
-    en = langs.index("en") if "en" in langs else 0
     reports = {}
     for method in methods:
-        scores, matrices = _score(method, counts, en, cfg)
-        report = {"method": method, **common, "scores": scores, "ranking": rank_layers(scores),
-                  "selected_layers": [],
-                  "stats": {"questions": len(pids), "tokens": dict(zip(langs, counts.tokens.tolist(), strict=True)),
-                            "matrices": matrices}}
-        report["selected_layers"] = select_layers(report, cfg.top_k, cfg.selection)
-        reports[method] = report
+        reports[method] = _report(method, counts, cfg, langs, common, len(pids))
     return reports
 
 
-def _score(method: str, counts: Any, en: int, cfg: ProbeConfig) -> tuple[list[float], dict[str, list]]:
-    matrices: dict[str, list] = {}
-    if method == "cosine":
-        sim = counts.sim_sum / counts.questions  # (langs, layers)
-        others = [li for li in range(sim.shape[0]) if li != en]
-        scores = 1.0 - sim[others].mean(axis=0)
-        matrices["similarity_en"] = sim.T.tolist()
-    else:
+def _report(method: str, counts: Any, cfg: ProbeConfig, langs: list[str], common: dict, questions: int) -> dict:
+    """One method's probe.json: calibrated scores, the probe's choice, stability, and what trains."""
+    cal = calibrate(counts, method, cfg, langs)
+    full, stab = cal["full"], cal["stability"]
+    scores = [float(s) for s in cal["scores"]]
+    if not all(np.isfinite(scores)) or not all(np.isfinite(full["raw"])):
+        raise SlamError(f"probe scores are not finite ({scores}): the model produced NaN/inf activations")
+    matrices = dict(full["matrices"])
+    if method != "cosine":
         matrices["fire_rate"] = np.array([p.mean(axis=1) for p in counts.probs]).tolist()
-        if method == "msd":
-            scores, extra = score_msd(counts.probs, en, cfg.fire_fraction)
-        else:
-            scores, extra = score_lape(counts.probs, cfg.lape_entropy_quantile, cfg.lape_prob_quantile)
-        matrices.update(extra)
-    out = [float(s) for s in scores]
-    if not all(np.isfinite(out)):
-        raise SlamError(f"probe scores are not finite ({out}): the model produced NaN/inf activations")
-    return out, matrices
+    unstable = cfg.permutations > 0 and not stab["stable"] and cfg.fallback == "bottom-k"
+    report = {"method": method, **common, "scores": scores, "ranking": rank_layers(scores),
+              "raw_scores": [float(x) for x in full["raw"]],
+              "null": {"mean": full["null_mean"].tolist(), "std": full["null_std"].tolist(),
+                       "p_values": full["p"].tolist()},
+              "probe_selected_layers": list(cal["chosen"]) if cfg.selection in ("top-k", "contiguous") else
+              choose(scores, cfg.top_k, "top-k"),
+              "stability": stab, "stable": bool(stab["stable"]), "warnings": list(stab["warnings"]),
+              "fallback": "bottom-k" if unstable else None, "selected_layers": [],
+              "stats": {"questions": questions, "tokens": dict(zip(langs, counts.tokens.sum(axis=0).tolist(), strict=True)),
+                        "tokens_before_balance": dict(zip(langs, counts.raw_tokens.tolist(), strict=True)),
+                        "matrices": matrices}}
+    from slam.probe.select import select_layers
+
+    report["selected_layers"] = select_layers(report, cfg.top_k, cfg.selection, seed=cfg.seed)
+    if unstable and cfg.selection in ("top-k", "contiguous"):
+        report["warnings"].append(f"probe unstable: training the paper's bottom-k {report['selected_layers']} "
+                                  f"instead of the probe's {cfg.selection} {report['probe_selected_layers']}")
+    for w in report["warnings"]:
+        log.warning("probe (%s): %s", method, w)
+    return report

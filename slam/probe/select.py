@@ -1,16 +1,30 @@
-"""Which layers to tune, from a probe report's scores (training and the Tune search re-select from here).
+"""Which layers to tune: from a probe report's (calibrated) scores, or a control that ignores them.
 
-    select_layers(report, k=4, selection="contiguous")     # -> [i, i+1, i+2, i+3], ascending
+    select_layers(report, k=4, selection="contiguous")      # -> [i, i+1, i+2, i+3], ascending
+    select_layers(report, k=6, selection="random-k", seed=1)
+
+Policies:
+- `top-k`: the k highest-scoring layers anywhere in the network (probe evidence);
+- `contiguous`: the block of k adjacent layers with the highest summed score (probe evidence);
+- `bottom-k`: layers 0..k-1, the paper's recipe (its released scripts tune layers 0-4 / 0-5);
+- `random-k`: k layers drawn uniformly (seeded), a control;
+- `top-layers`: the last k layers, a control.
+
+A report whose probe was unstable carries `fallback: "bottom-k"`; the probe-evidence policies then
+return bottom-k (the documented fallback), unless the caller asks for the raw probe choice
+(`fallback=False`, what `slam study` trains as its "probe" arm).
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 from slam.errors import SlamError
 
 METHODS = ("msd", "lape", "cosine")
-SELECTIONS = ("top-k", "contiguous")
+PROBE_SELECTIONS = ("top-k", "contiguous")
+SELECTIONS = (*PROBE_SELECTIONS, "bottom-k", "random-k", "top-layers")
 
 
 def rank_layers(scores: Sequence[float]) -> list[int]:
@@ -18,8 +32,24 @@ def rank_layers(scores: Sequence[float]) -> list[int]:
     return sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
 
 
-def select_layers(report: dict, k: int, selection: str = "top-k") -> list[int]:
-    """The k layers to tune from a probe report's scores, ascending: the top-k, or the best block of k."""
+def choose(scores: Sequence[float], k: int, selection: str, seed: int = 0) -> list[int]:
+    """The k layers a policy picks given per-layer scores (ascending). Inputs are assumed valid."""
+    n = len(scores)
+    if selection == "top-k":
+        return sorted(rank_layers(scores)[:k])
+    if selection == "contiguous":
+        sums = [sum(float(s) for s in scores[start:start + k]) for start in range(n - k + 1)]
+        best = max(range(len(sums)), key=lambda s: (sums[s], -s))  # ties -> the lowest block
+        return list(range(best, best + k))
+    if selection == "bottom-k":
+        return list(range(k))
+    if selection == "top-layers":
+        return list(range(n - k, n))
+    return sorted(random.Random(seed).sample(range(n), k))
+
+
+def select_layers(report: dict, k: int, selection: str = "top-k", *, seed: int = 0, fallback: bool = True) -> list[int]:
+    """The k layers to tune from a probe report, ascending (see the module doc for the policies)."""
     scores = report.get("scores") if isinstance(report, dict) else None
     if not scores:
         raise SlamError("probe report has no 'scores': not a probe.json written by `slam probe`")
@@ -31,8 +61,6 @@ def select_layers(report: dict, k: int, selection: str = "top-k") -> list[int]:
         problems.append(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
     if problems:
         raise SlamError("; ".join(problems))
-    if selection == "top-k":
-        return sorted(rank_layers(scores)[:k])
-    sums = [sum(float(s) for s in scores[start:start + k]) for start in range(n - k + 1)]
-    best = max(range(len(sums)), key=lambda s: (sums[s], -s))  # ties -> the lowest block
-    return list(range(best, best + k))
+    if fallback and selection in PROBE_SELECTIONS and report.get("fallback") == "bottom-k":
+        selection = "bottom-k"
+    return choose(scores, k, selection, seed)

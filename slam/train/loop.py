@@ -275,5 +275,7 @@ def _val_accuracy(model: Any, tok: Any, val_rows: list[dict], limit: int, templa
     report = evaluate_model(model, tok, records, template=template, progress=False)
     model.train(was_training)
     out = {"val_accuracy": report["average"]}
+    if report["average_non_en"] is not None:  # what Tune ranks k by (English is its guard)
+        out["val_accuracy_non_en"] = report["average_non_en"]
     out.update({f"val_accuracy_{lang}": v["accuracy"] for lang, v in report["per_lang"].items()})
     return out

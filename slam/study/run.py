@@ -1,0 +1,179 @@
+"""Run (or resume) an ablation study: probe once, then train and evaluate every unit, then report.
+
+    from slam.study import StudyConfig, run_study
+    summary = run_study(StudyConfig(seeds=3), out="runs/study")    # re-run the same call to resume
+
+Layout under `out`: study.json (the config; a different config on the same dir is refused), data/ (the
+synthetic world unless cfg.data is given), probe/ (probe.json + plots), train/ (training runs, each
+resumable from its checkpoints), units/<arm>-<rep>.json (one per finished unit: per-question
+correctness and answer format, layers, trainable parameters, training seconds), summary.json,
+table.md, study.png (arms x languages), and mlflow/ (sqlite store unless cfg.mlflow_uri). A unit
+is done when its JSON exists (written atomically, last): an interrupted study redoes at most the unit
+it was in, and that unit's training resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from slam import storage
+from slam.errors import SlamError
+from slam.study.plan import StudyConfig, Unit, check, describe_units, plan_units, to_json, train_overrides
+
+log = logging.getLogger(__name__)
+
+# a finished answer sentence followed by one more character: the row is done (see generation.generate)
+ANSWER_DONE = r"The answer is\s*[-\u2212]?\d[\d,]*(?:\.\d+)?\.\s"
+
+
+def run_study(cfg: StudyConfig, out: str) -> dict[str, Any]:
+    from slam.config import TrackingConfig
+    from slam.study.report import summarize, write_report
+    from slam.tracking import embedded_tracking_uri, get_tracker
+
+    check(cfg)
+    root = Path(out).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    _claim(root, cfg)
+    data = cfg.data or _synth(cfg, root / "data")
+    report = _probe(cfg, data, root / "probe")
+    units = plan_units(cfg, report)
+    storage.write_json(str(root / "plan.json"), {"units": describe_units(units)})
+    uri = cfg.mlflow_uri or embedded_tracking_uri(root / "mlflow")
+    tracker = get_tracker(TrackingConfig(uri=uri, experiment=cfg.experiment))
+    t0 = time.time()
+    with tracker.run(f"study-{root.name}", key=f"study/{root}", tags={"slam.step": "study"}) as parent:
+        parent.log_params({"model": cfg.model, "langs": cfg.langs, "arms": cfg.arms, "seeds": cfg.seeds, "k": cfg.k,
+                           "steps": cfg.steps, "lr": cfg.lr, "questions": cfg.questions,
+                           "probe_layers": ",".join(map(str, report["probe_selected_layers"])),
+                           "probe_stable": report["stable"]})
+        for i, unit in enumerate(units):
+            path = root / "units" / f"{unit.name}.json"
+            if path.is_file():
+                continue
+            log.info("study: unit %d/%d %s (layers %s), %.0f s so far", i + 1, len(units), unit.name, unit.layers,
+                     time.time() - t0)
+            result = _run_unit(cfg, unit, data, root, uri, parent.id)
+            storage.write_json(str(path), result)
+            with tracker.run(unit.name, key=f"study/{root}/{unit.name}", parent_run_id=parent.id,
+                             tags={"slam.step": "study-arm", "slam.arm": unit.arm}) as run:
+                run.log_params({"arm": unit.arm, "rep": unit.rep, "method": unit.method,
+                                "layers": ",".join(map(str, unit.layers or [])) or "all",
+                                "data_langs": unit.data_langs, "trainable": result["trainable"]})
+                run.log_metrics(_unit_metrics(result))
+        results = [json.loads((root / "units" / f"{u.name}.json").read_text()) for u in units]
+        summary = summarize(cfg, report, results)
+        write_report(summary, root)
+        parent.log_metrics({k: v for k, v in summary["headline"].items() if isinstance(v, (int, float))})
+        for f in ("summary.json", "table.md", "study.png"):
+            parent.log_artifact(root / f, "study")
+    log.info("study done: %s", root / "table.md")
+    return summary
+
+
+def _claim(root: Path, cfg: StudyConfig) -> None:
+    """One config per study dir: resuming with other settings would mix arms trained differently."""
+    f = root / "study.json"
+    if f.is_file() and f.read_text().strip() != to_json(cfg):
+        raise SlamError(f"{root} holds a study with other settings (study.json); use another --out or the same settings")
+    if not f.is_file():
+        storage.write_text(str(f), to_json(cfg) + "\n")
+
+
+def _synth(cfg: StudyConfig, out: Path) -> str:
+    from slam.data.synth import synth
+
+    if not (out / "_SUCCESS").is_file() and not (out / "test.jsonl").is_file():
+        synth(str(out), langs=cfg.langs, n_train=cfg.synth_problems, n_val=max(16, cfg.synth_problems // 10),
+              n_test=cfg.questions, n_probe=cfg.probe_questions, seed=0)
+    return str(out)
+
+
+def _probe(cfg: StudyConfig, data: str, out: Path) -> dict:
+    from slam.config import ProbeConfig
+    from slam.data.loaders import read_records
+    from slam.models import load_model_and_tokenizer, resolve_model
+    from slam.probe import run_probe
+    from slam.probe.report import write_outputs
+
+    if (out / "probe.json").is_file():
+        return json.loads((out / "probe.json").read_text())
+    src = storage.join(data, "probe.jsonl")
+    if not storage.exists(src):
+        raise SlamError(f"{data} has no probe.jsonl (parallel probe questions)")
+    model, tok = load_model_and_tokenizer(resolve_model(cfg.model), device="cpu")
+    pcfg = ProbeConfig(method=cfg.probe_method, langs=list(cfg.langs), top_k=cfg.k, selection=cfg.probe_selection,
+                       max_questions=cfg.probe_questions)
+    report = run_probe(model, tok, read_records(src), pcfg, progress=False)
+    write_outputs(report, str(out))
+    return report
+
+
+def _run_unit(cfg: StudyConfig, unit: Unit, data: str, root: Path, tracking_uri: str, parent_id: str) -> dict:
+    """Train one unit (none for base) and evaluate it on every task: the unit's JSON content."""
+
+    from slam.config import load_config
+    from slam.models import load_model_and_tokenizer, resolve_model
+
+    trained: dict[str, Any] = {"trainable": 0, "trainable_fraction": 0.0, "train_seconds": 0.0, "delta": None}
+    if unit.method != "none":
+        from slam.train import train_local
+
+        tcfg = load_config(None, train_overrides(cfg, unit, data, tracking_uri, parent_id))
+        final = train_local(tcfg, str(root / "train"))
+        trained = {"trainable": int(final["trainable"]), "trainable_fraction": float(final["trainable_fraction"]),
+                   "train_seconds": _train_seconds(root / "train", final["run_name"], unit.method),
+                   "delta": final["delta_uri"], "val_loss": final.get("val_loss")}
+    if trained["delta"]:
+        from slam.delta import load_model_with_delta
+
+        model, tok = load_model_with_delta(cfg.model, trained["delta"], device="cpu")
+    else:
+        model, tok = load_model_and_tokenizer(resolve_model(cfg.model), device="cpu")
+    tasks = {task: _evaluate(cfg, model, tok, task, data) for task in cfg.tasks}
+    del model
+    return {"arm": unit.arm, "rep": unit.rep, "method": unit.method, "layers": unit.layers,
+            "data_langs": unit.data_langs, **trained, "tasks": tasks}
+
+
+def _train_seconds(train_root: Path, run_name: str, method: str) -> float:
+    """Optimizer-step seconds of the run (both stages for two-stage; validation and loading excluded)."""
+    names = [run_name.replace("-stage2", "-stage1"), run_name] if method == "two-stage" else [run_name]
+    total = 0.0
+    for name in names:
+        latest = json.loads((train_root / name / "checkpoints" / "latest.json").read_text())["uri"]
+        state = json.loads((Path(latest) / "trainer_state.json").read_text())
+        total += sum(h["step_time"] for h in state["history"])
+    return round(total, 2)
+
+
+def _evaluate(cfg: StudyConfig, model: Any, tok: Any, task: str, data: str) -> dict:
+    from slam import tasks as task_mods
+    from slam.evaluate import default_data_dir, evaluate_model
+    from slam.study.stats import in_format
+
+    mod = task_mods.get(task)
+    records = mod.load(data if task == "synthetic" else default_data_dir(task), langs=list(cfg.langs),
+                       limit=cfg.questions)
+    rep = evaluate_model(model, tok, records, batch_size=cfg.eval_batch_size, max_new_tokens=cfg.max_new_tokens,
+                         progress=False, extract=mod.extract_answer, stop_pattern=ANSWER_DONE)
+    out: dict[str, dict] = {}
+    for s in rep["samples"]:
+        d = out.setdefault(s["lang"], {"ids": [], "correct": [], "format": []})
+        d["ids"].append(s["id"])
+        d["correct"].append(int(s["correct"]))
+        d["format"].append(int(in_format(s["completion"])))
+    return {"per_lang": out, "seconds": rep["meta"]["seconds"], "examples": rep["samples"][:3]}
+
+
+def _unit_metrics(result: dict) -> dict[str, float]:
+    m: dict[str, float] = {"train_seconds": result["train_seconds"], "trainable": float(result["trainable"])}
+    for task, t in result["tasks"].items():
+        for lang, d in t["per_lang"].items():
+            m[f"{task}_acc_{lang}"] = sum(d["correct"]) / len(d["correct"])
+            m[f"{task}_format_{lang}"] = sum(d["format"]) / len(d["format"])
+    return m

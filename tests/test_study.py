@@ -1,0 +1,114 @@
+"""`slam study`: arms and their layers, paired bootstrap statistics, and a whole tiny study that resumes
+after an interruption with its arms as MLflow runs under one parent.
+
+    .venv/bin/python -m pytest -q tests/test_study.py
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from slam.errors import SlamError
+from slam.study.plan import StudyConfig, check, plan_units
+from slam.study.stats import bootstrap_indices, in_format, mean_ci, paired_ci
+
+REPORT = {"scores": [0.0, 0.1, 0.9, 0.8, 0.2, 0.7, 0.1, 0.0], "probe_selected_layers": [2, 3, 5],
+          "selected_layers": [0, 1, 2], "fallback": "bottom-k", "stable": False}
+
+
+def test_units_cover_every_arm_with_the_layers_each_policy_picks():
+    units = plan_units(StudyConfig(k=3, seeds=3), REPORT)
+    by = {u.name: u for u in units}
+    assert [u.name for u in units][0] == "base-0" and len(units) == 1 + 7 * 3
+    assert by["probe-0"].layers == [2, 3, 5]                  # the probe's own choice, even when unstable
+    assert by["slam-en-only-1"].layers == [0, 1, 2] and by["slam-en-only-1"].data_langs == ["en"]
+    assert by["bottom-k-2"].layers == [0, 1, 2] and by["top-layers-0"].layers == [5, 6, 7]
+    draws = {tuple(by[f"random-k-{i}"].layers) for i in range(3)}
+    assert len(draws) == 3                                      # a new draw per repetition
+    assert by["full-0"].layers is None and by["two-stage-0"].method == "two-stage"
+
+
+@pytest.mark.parametrize("kw,match", [({"arms": ["base", "lora"]}, "unknown arm"), ({"arms": ["probe"]}, "include base"),
+                                      ({"seeds": 0}, "seeds must be"), ({"langs": ["de", "fr"]}, "include en")])
+def test_bad_study_settings_are_one_clear_error(kw, match):
+    with pytest.raises(SlamError, match=match):
+        check(StudyConfig(**kw))
+
+
+def test_answer_format():
+    assert in_format("3 + 5 = 8. The answer is 8.") and in_format("The answer is -1,234.5")
+    assert not in_format("8") and not in_format("The answer is eight.")
+
+
+def test_paired_bootstrap_is_narrower_than_unpaired_and_covers_the_truth():
+    rng = np.random.default_rng(0)
+    n = 200
+    base = (rng.random(n) < 0.3).astype(float)
+    arm = base.copy()
+    flip = rng.choice(n, 20, replace=False)
+    arm[flip] = 1.0                                              # +<=10 points on the same questions
+    idx = bootstrap_indices(n, 2000, seed=0)
+    d, lo, hi = paired_ci(arm, base, idx)
+    assert lo <= d <= hi and lo > 0                              # a paired gain this size is detected
+    _, alo, ahi = mean_ci(arm, idx)
+    _, blo, bhi = mean_ci(base, idx)
+    assert (hi - lo) < 0.5 * ((ahi - alo) + (bhi - blo))          # pairing removes the shared question noise
+
+
+@pytest.mark.integration
+def test_tiny_study_runs_resumes_and_logs_every_arm(tmp_path, monkeypatch):
+    from slam.data.build import read_examples
+    from slam.data.synth import synth
+    from slam.study import run as study_run
+    from slam.study import run_study
+    from slam.testing import save_tiny
+
+    data = tmp_path / "w"
+    synth(str(data), langs=["en", "de", "zh"], n_train=40, n_val=8, n_test=6, n_probe=8, seed=0)
+    texts = [r["instruction"] + " " + r["response"] for r in read_examples(str(data), "train")]
+    model = save_tiny(tmp_path / "m", "llama", num_layers=4, texts=texts)
+    cfg = StudyConfig(model=str(model), data=str(data), langs=["en", "de", "zh"], k=2, seeds=1, steps=2,
+                      questions=6, max_new_tokens=8, probe_questions=8, n_boot=200,
+                      arms=["base", "probe", "bottom-k", "random-k", "two-stage", "slam-en-only"])
+    out = tmp_path / "study"
+    real = study_run._run_unit
+    calls = []
+
+    def flaky(cfg_, unit, *a, **kw):  # the study is interrupted in its 3rd unit
+        calls.append(unit.name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(cfg_, unit, *a, **kw)
+
+    monkeypatch.setattr(study_run, "_run_unit", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(cfg, str(out))
+    assert len(list((out / "units").glob("*.json"))) == 2
+    summary = run_study(cfg, str(out))                         # resumes: only the remaining units run
+    assert calls[3:] == [n for n in ["bottom-k-0", "random-k-0", "two-stage-0", "slam-en-only-0"]]
+    t = summary["tasks"]["synthetic"]
+    assert t["n"] == {"en": 6, "de": 6, "zh": 6}
+    assert set(t["arms"]) == {"base", "probe", "bottom-k", "random-k", "two-stage", "slam-en-only"}
+    for a in t["arms"].values():
+        assert a["ci"]["de"][0] <= a["acc"]["de"] <= a["ci"]["de"][1]
+    assert summary["arms"]["two-stage"]["train_seconds"] > 0 and summary["arms"]["base"]["trainable"] == 0
+    for f in ("table.md", "study.png", "summary.json"):
+        assert (out / f).is_file()
+    assert "Δ en vs base" in (out / "table.md").read_text()
+    with pytest.raises(SlamError, match="other settings"):
+        run_study(StudyConfig(**{**cfg.__dict__, "steps": 3}), str(out))
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{out / 'mlflow' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("slam-study")
+    runs = client.search_runs([exp.experiment_id])
+    parent = [r for r in runs if r.data.tags.get("slam.step") == "study"]
+    arms = [r for r in runs if r.data.tags.get("slam.step") == "study-arm"]
+    assert len(parent) == 1 and len(arms) == 6
+    assert all(r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id for r in arms)
+    assert "synthetic_acc_de" in arms[0].data.metrics
+    json.loads((out / "summary.json").read_text())
