@@ -17,7 +17,20 @@ import logging
 import sys
 from importlib.metadata import entry_points
 
-from slam.commands import data, evaluate, launch, merge, models, plan, probe, register, runs, study, train, tune
+from slam.commands import (
+    data,
+    evaluate,
+    launch,
+    merge,
+    models,
+    plan,
+    probe,
+    register,
+    runs,
+    study,
+    train,
+    tune,
+)
 from slam.errors import SlamError
 
 # Order = order in `slam --help`. A module is listed only once its step exists (no stubs).
