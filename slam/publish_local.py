@@ -42,7 +42,7 @@ def publish(src: Path, dst: Path) -> str:
         raise SlamError(f"cannot create {dst.parent}: {e.strerror or e}") from None
     with _lock(dst):
         _recover_locked(dst)
-        _check_target(dst)
+        check_target(dst)
         _remove_leftovers(dst)
         staging = dst.with_name(f".{dst.name}.slam-new-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
@@ -72,7 +72,7 @@ def _stage(src: Path, staging: Path, files: dict) -> None:
     storage.fsync_path(staging)
 
 
-def _check_target(dst: Path) -> None:
+def check_target(dst: Path) -> None:
     """Refuse (changing nothing) a target that holds anything slam did not write."""
     if not dst.exists() and not dst.is_symlink():
         return

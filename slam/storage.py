@@ -406,6 +406,15 @@ def publish_dir(local_dir: str | os.PathLike, uri: str | os.PathLike) -> str:
     return publish_local.publish(src, Path(uri))
 
 
+def check_output(uri: str | os.PathLike) -> None:
+    """Refuse now (before hours of work) an output that publish_dir would refuse at the end: a local
+    directory holding files slam did not write."""
+    if not is_s3(uri):
+        from slam import publish_local
+
+        publish_local.check_target(Path(uri))
+
+
 def download_dir(uri: str, local_dir: str | os.PathLike, require_success: bool = True) -> Path:
     """Copy an S3 prefix to `local_dir`: a published one by its manifest (listed files only, each verified,
     one retry when a publish replaced it meanwhile), an unpublished one (require_success=False) as is."""
