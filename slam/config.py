@@ -419,4 +419,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def dump_config(cfg: SlamConfig) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    """The YAML slam writes to files (a RayJob's config on S3): a tracking URI's user:password@ is left out,
+    the pods get MLflow credentials from the slam-mlflow Secret (MLFLOW_TRACKING_USERNAME/PASSWORD)."""
+    from slam.redact import strip_userinfo
+
+    data = to_dict(cfg)
+    data["tracking"]["uri"] = strip_userinfo(data["tracking"]["uri"])
+    return yaml.safe_dump(data, sort_keys=False)

@@ -30,7 +30,7 @@ SECRET_ENV = re.compile(r"(?i)(PASSWORD|SECRET|TOKEN|ACCESS_KEY|API_KEY|CREDENTI
 
 def _secret_env_values() -> list[str]:
     """Current values of secret-named env vars (long enough not to mask ordinary words), longest first."""
-    vals = {v for k, v in os.environ.items() if SECRET_ENV.search(k) and len(v) >= 6}
+    vals = {v for k, v in os.environ.items() if SECRET_ENV.search(k) and len(v) >= 8}
     return sorted(vals, key=len, reverse=True)
 
 

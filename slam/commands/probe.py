@@ -58,12 +58,11 @@ def load_probe_records(uri: str, langs: list[str] | None) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from slam import storage
     from slam.arch import describe
     from slam.models import load_for_planning, load_model_and_tokenizer, resolve_model
     from slam.probe import check_probe_inputs, run_probe
     from slam.probe.report import write_outputs
-
-    from slam import storage
 
     langs = split_list(args.langs, "--langs")
     storage.check_output(args.out)  # before the model load and the probe pass
