@@ -52,12 +52,15 @@ def timed(fn: Callable[..., dict]) -> Callable[..., dict]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> dict:
-        from slam.env import apply_defaults
+        from slam.env import apply_defaults, check_credentials
+        from slam.redact import install_log_filter
 
         if not logging.getLogger().handlers:  # a KFP task process: make the step's progress visible
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                                 datefmt="%H:%M:%S")
+        install_log_filter()
         apply_defaults()
+        check_credentials()
         log.info("step %s starting", fn.__name__)
         t0 = time.perf_counter()
         result = fn(*args, **kwargs)
