@@ -15,10 +15,12 @@ contacted; a host that cannot be reached is one error line.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -222,8 +224,16 @@ def _client(host: str, namespace: str = "", token: str = ""):
     token = token or os.environ.get(TOKEN_ENV, "")
     if token:
         kw["existing_token"] = token
-    with kfp_errors(host):
-        return kfp.Client(**kw)
+    # noise on a user's terminal: "only works with KFP v2.0.0-beta.2 and later", urllib3's retry warnings
+    retries_log = logging.getLogger("urllib3.connectionpool")
+    level = retries_log.level
+    retries_log.setLevel(logging.ERROR)
+    try:
+        with kfp_errors(host), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return kfp.Client(**kw)
+    finally:
+        retries_log.setLevel(level)
 
 
 def _package(package: str | None, opts: Any, tmp: str) -> str:

@@ -85,7 +85,8 @@ def s3_client():
         import boto3
         from botocore.config import Config
 
-        _client = boto3.client("s3", endpoint_url=endpoint(), config=Config(
+        # a fresh session: boto3's default one caches credentials, so a reset (new env) would not see them
+        _client = boto3.session.Session().client("s3", endpoint_url=endpoint(), config=Config(
             connect_timeout=10, read_timeout=60,
             retries={"max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS") or 5), "mode": "standard"}))
     return _client

@@ -206,6 +206,11 @@ class MlflowTracker:
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
             from mlflow.tracking import MlflowClient
 
+            # "Creating initial MLflow database tables..." and alembic's migration chatter are not ours to show
+            for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+                if logging.getLogger(name).level < logging.WARNING:
+                    logging.getLogger(name).setLevel(logging.WARNING)
+
             self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         return self._client
 
