@@ -317,3 +317,24 @@ def test_content_digest_follows_content_not_the_uri(tmp_path, s3_bucket):
     before = storage.content_digest(a)
     storage.publish_dir(make_version(tmp_path, "v2"), a)  # rebuilt at the same URI
     assert storage.content_digest(a) != before
+
+
+def test_a_step_does_not_reuse_results_of_data_rebuilt_at_the_same_uri(tmp_path):
+    """Step keys hash the data's manifest, not its URI: rebuild the dataset in place and the probe runs again."""
+    from slam import steps
+    from slam.data.build import read_examples
+    from slam.data.synth import synth
+    from slam.testing import save_tiny
+
+    data = str(tmp_path / "data")
+    synth(data, langs=["en", "de"], n_train=8, n_val=2, n_test=2, n_probe=6, seed=0)
+    texts = [r["instruction"] + " " + r["response"] for r in read_examples(data, "train")]
+    model = str(save_tiny(tmp_path / "model", "llama", num_layers=2, texts=texts))
+    kw = dict(storage=str(tmp_path / "runs"), base_model=model, data_uri=data, languages="en,de", top_k=1,
+              max_questions=6)
+    first = steps.probe_layers(**kw)
+    assert steps.probe_layers(**kw)["uri"] == first["uri"]  # same content: reused
+    synth(data, langs=["en", "de"], n_train=8, n_val=2, n_test=2, n_probe=6, seed=1)  # rebuilt, same URI
+    second = steps.probe_layers(**kw)
+    assert second["uri"] != first["uri"]
+    assert storage.read_json(second["uri"])["data_fingerprint"] != storage.read_json(first["uri"])["data_fingerprint"]
