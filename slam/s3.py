@@ -77,5 +77,8 @@ def s3_call(uri: str, fn, *args: Any, **kwargs: Any) -> Any:
         raise s3_error(e, uri) from None
 
 
-def not_found(e: Exception) -> bool:
-    return getattr(e, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
+def not_found(e: Exception, head: bool = False) -> bool:
+    """A missing key. A HEAD without s3:ListBucket permission answers 403 for a missing key too (no body,
+    so no better code): callers then list the prefix, which names the real problem if there is one."""
+    codes = ("404", "NoSuchKey", "NotFound") + (("403", "Forbidden") if head else ())
+    return getattr(e, "response", {}).get("Error", {}).get("Code") in codes

@@ -86,7 +86,7 @@ def exists(uri: str | os.PathLike) -> bool:
         s3_client().head_object(Bucket=bucket, Key=key)
         return True
     except ClientError as e:
-        if not not_found(e):
+        if not not_found(e, head=True):
             raise s3_error(e, uri) from None
     except Exception as e:
         raise s3_error(e, uri) from None
@@ -310,7 +310,7 @@ def _is_file(uri: str) -> bool:
         s3_client().head_object(Bucket=bucket, Key=key)
         return True
     except ClientError as e:
-        if not_found(e):
+        if not_found(e, head=True):
             return False
         raise s3_error(e, uri) from None
 
