@@ -12,8 +12,11 @@
 # See docs/deploy.md. No secrets are baked in: credentials arrive as env from Kubernetes Secrets.
 
 ARG VARIANT=gpu
-ARG CUDA_BASE=nvidia/cuda:12.8.1-runtime-ubuntu24.04
-ARG CPU_BASE=ubuntu:24.04
+# Bases pinned by digest (a tag can be re-pushed; a digest cannot). To move to a newer base, read the new
+# digest with `docker buildx imagetools inspect nvidia/cuda:12.8.1-runtime-ubuntu24.04` (or ubuntu:noble-YYYYMMDD)
+# and replace both parts. ubuntu:noble-20260911 is Ubuntu 24.04 (docker-library/repo-info lists its digest).
+ARG CUDA_BASE=nvidia/cuda:12.8.1-runtime-ubuntu24.04@sha256:ebef3c171eeef0298e4eb2e4be843105edf3b8b0ac45e0b43acee358e8046867
+ARG CPU_BASE=ubuntu:noble-20260911@sha256:b648a2094b746b16f8e688364f6fa0504788b209f328c54bf9e677f238a142df
 
 FROM ${CUDA_BASE} AS base-gpu
 ENV SLAM_TORCH_INDEX=https://download.pytorch.org/whl/cu128

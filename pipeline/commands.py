@@ -22,8 +22,15 @@ from slam.config import parse_key_values
 
 def _opts(args: argparse.Namespace):
     from pipeline.pipeline import CompileOptions
+    from slam import k8s_values as kv
 
     selector = parse_key_values(getattr(args, "node_selector", None), "--node-selector")
+    tolerations = list(getattr(args, "toleration", None) or [])
+    secret = getattr(args, "s3_secret", "slam-s3")
+    kv.check(*[kv.label_problem(k, v, "--node-selector") for k, v in selector.items()],
+             *[kv.label_key_problem(t, "--toleration") for t in tolerations],
+             kv.label_key_problem(getattr(args, "gpu_type", "nvidia.com/gpu"), "--gpu-type"),
+             kv.name_problem(secret, "--s3-secret") if secret else None)
     return CompileOptions(gpu=getattr(args, "gpu", False), gpu_type=getattr(args, "gpu_type", "nvidia.com/gpu"),
                           node_selector=selector, tolerations=list(getattr(args, "toleration", None) or []),
                           s3_secret=getattr(args, "s3_secret", "slam-s3"))
@@ -55,7 +62,20 @@ def _params(args: argparse.Namespace) -> dict:
 def _add_host(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline")
     p.add_argument("--namespace", default="", help="Kubeflow profile namespace (multi-user KFP)")
-    p.add_argument("--token", default="", help="bearer token (else kfp.Client's own auth discovery)")
+    # a token on the command line shows in `ps` and shell history: only $SLAM_KFP_TOKEN is read
+    p.add_argument("--token", default="", help=argparse.SUPPRESS)
+
+
+def _host_args(args: argparse.Namespace) -> dict:
+    """namespace/token for kfp_client, checked before the host is contacted."""
+    from slam import k8s_values as kv
+    from slam.errors import SlamError
+
+    if args.token:
+        raise SlamError(f"--token on the command line is visible to other users (ps, shell history): "
+                        f"export {kfp_client.TOKEN_ENV} instead (nothing was sent)")
+    kv.check(kv.namespace_problem(args.namespace) if args.namespace else None)
+    return {"namespace": args.namespace}
 
 
 def register_pipeline(sub: argparse._SubParsersAction) -> None:
@@ -118,29 +138,32 @@ def run_params(args: argparse.Namespace) -> int:
 
 
 def run_submit(args: argparse.Namespace) -> int:
+    host = _host_args(args)
     out = kfp_client.submit(args.host, _params(args), experiment=args.experiment, run_name=args.run_name,
-                        package=args.package, opts=_opts(args), namespace=args.namespace, token=args.token)
+                            package=args.package, opts=_opts(args), **host)
     print(json.dumps(out, indent=2))
     return 0
 
 
 def run_schedule(args: argparse.Namespace) -> int:
-    kfp_client.validate_cron(args.cron)  # before compiling anything
+    host = _host_args(args)
+    kfp_client.check_schedule(args.cron, args.max_concurrency)  # before compiling anything
     out = kfp_client.schedule(args.host, args.cron, _params(args), name=args.name, experiment=args.experiment,
-                       package=args.package, opts=_opts(args), namespace=args.namespace, token=args.token,
-                       max_concurrency=args.max_concurrency, catchup=args.catchup)
+                              package=args.package, opts=_opts(args), max_concurrency=args.max_concurrency,
+                              catchup=args.catchup, **host)
     print(json.dumps(out, indent=2))
     return 0
 
 
 def run_schedules(args: argparse.Namespace) -> int:
+    host = _host_args(args)
     for action in ("disable", "enable", "delete"):
         rid = getattr(args, action)
         if rid:
-            kfp_client.set_schedule(args.host, rid, action, namespace=args.namespace, token=args.token)
+            kfp_client.set_schedule(args.host, rid, action, **host)
             print(f"{action}d {rid}")
             return 0
-    rows = kfp_client.list_schedules(args.host, experiment=args.experiment, namespace=args.namespace, token=args.token)
+    rows = kfp_client.list_schedules(args.host, experiment=args.experiment, **host)
     if not rows:
         print("no recurring runs")
     for r in rows:

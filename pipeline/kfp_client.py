@@ -7,22 +7,34 @@
 
 KFP cron expressions have 6 fields with seconds first (robfig/cron): "0 0 3 * * 1" = Mondays 03:00:00.
 Authentication to a real KFP (Dex/OIDC, in-cluster SA tokens) is kfp.Client's: set KF_PIPELINES_* or run
-where `~/.config/kfp/context.json` exists; `--token` passes a bearer token.
+where `~/.config/kfp/context.json` exists; a bearer token comes from $SLAM_KFP_TOKEN (never a command-line
+argument: those show in `ps` and shell history). Every parameter is checked here, before the host is
+contacted; a host that cannot be reached is one error line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from slam.config import parse_key_values
+from slam.config import parse_key_values, split_list
 from slam.errors import SlamError
 
 CRON_FIELDS = ("seconds", "minutes", "hours", "day-of-month", "month", "day-of-week")
-_CRON_CHARS = set("0123456789*/,-?LW#ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_CRON_RANGES = ((0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
+_CRON_NAMES = ({}, {}, {}, {}, {m: i + 1 for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split())},
+               {d: i for i, d in enumerate("SUN MON TUE WED THU FRI SAT".split())})
+_CRON_DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+TOKEN_ENV = "SLAM_KFP_TOKEN"
+MAX_CONCURRENCY = 10  # the KFP API's bound for a recurring run
 
 
 def compile_pipeline(out: str | os.PathLike, opts: Any = None) -> str:
@@ -72,22 +84,135 @@ def parse_params(items: list[str] | None, **named: Any) -> dict[str, Any]:
                 problems.append(f"parameter {k}: expected a number, got {v!r}")
         else:
             out[k] = str(v)
+    problems += check_params({**{k: v.default for k, v in specs.items() if v.default is not None}, **out})
     if problems:
         raise SlamError("; ".join(problems))
     return out
 
 
+def check_params(params: dict[str, Any]) -> list[str]:
+    """What would fail (or leak) inside the pipeline, said before any host is contacted."""
+    from slam.config import MAX_INDEX, parse_int_list, split_overrides
+    from slam.config_checks import check_langs
+    from slam.errors import ConfigError
+    from slam.probe.select import METHODS, SELECTIONS
+    from slam.redact import carries_credentials
+
+    p: list[str] = []
+    try:
+        langs = split_list(params.get("languages", ""), "parameter languages")
+        check_langs(langs, "parameter languages", p)
+        if not langs:
+            p.append("parameter languages: give at least one language code")
+    except ConfigError as e:
+        p.append(str(e))
+    for name, low in (("synth_problems", 1), ("probe_top_k", 1), ("probe_questions", 0), ("synth_seed", 0),
+                      ("eval_limit", 0), ("eval_max_new_tokens", 0)):
+        if name in params and params[name] < low:
+            p.append(f"parameter {name}: must be >= {low}, got {params[name]}")
+    for name, allowed in (("probe_method", METHODS), ("probe_selection", SELECTIONS), ("launcher", ("local", "kuberay"))):
+        if name in params and params[name] not in allowed:
+            p.append(f"parameter {name}: {params[name]!r} is not one of {', '.join(allowed)}")
+    bad_tasks = [t for t in split_list(params.get("eval_tasks", "")) if t not in ("synthetic", "mgsm", "msvamp")]
+    if bad_tasks:
+        p.append(f"parameter eval_tasks: unknown task(s) {', '.join(bad_tasks)} (synthetic, mgsm, msvamp)")
+    ks = parse_int_list(str(params.get("k_grid", "")), "parameter k_grid", p)
+    if not ks or any(not 0 < k <= MAX_INDEX for k in ks) or len(ks) > 64:
+        p.append(f"parameter k_grid: 1-64 layer counts in 1..{MAX_INDEX}, got {params.get('k_grid')!r}")
+    for name in ("train_overrides", "tune_overrides"):
+        if params.get(name) and not params.get("preset"):
+            try:
+                from slam.config import load_config
+
+                load_config(None, split_overrides(params[name]))
+            except ConfigError as e:
+                p.append(f"parameter {name}: {e}")
+    # parameters are stored and shown by KFP (UI, API, run history): never a credential
+    for name, value in params.items():
+        why = carries_credentials(str(value)) if isinstance(value, str) else None
+        if why:
+            p.append(f"parameter {name} carries {why}: KFP stores and shows parameters; give credentials "
+                     "to the steps from a Kubernetes Secret (--s3-secret / mlflow secret)")
+    return p
+
+
 def validate_cron(expr: str) -> str:
-    """KFP (robfig/cron) wants 6 fields, seconds first; explain the usual 5-field mistake."""
-    fields = expr.split()
+    """KFP (robfig/cron) wants 6 fields, seconds first; explain the usual 5-field mistake; check each field's range."""
+    text = " ".join(str(expr).split())
+    if text.startswith("@"):
+        if text in _CRON_DESCRIPTORS or re.fullmatch(r"@every (\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+", text):
+            return text
+        raise SlamError(f"cron {expr!r}: unknown descriptor (valid: {', '.join(_CRON_DESCRIPTORS)}, @every 1h30m)")
+    fields = text.split()
     if len(fields) == 5:
         raise SlamError(f"KFP cron needs 6 fields (seconds first): did you mean '0 {' '.join(fields)}'?")
     if len(fields) != 6:
         raise SlamError(f"KFP cron needs 6 fields ({' '.join(CRON_FIELDS)}), got {len(fields)} in {expr!r}")
-    bad = [f"{name}={f!r}" for name, f in zip(CRON_FIELDS, fields, strict=True) if not set(f) <= _CRON_CHARS]
+    bad = [f"{name}={f!r}" for name, f, rng, names in zip(CRON_FIELDS, fields, _CRON_RANGES, _CRON_NAMES, strict=True)
+           if not _cron_field_ok(f, rng, names, allow_q=name in ("day-of-month", "day-of-week"))]
     if bad:
-        raise SlamError(f"cron {expr!r}: unexpected characters in {', '.join(bad)}")
-    return " ".join(fields)
+        raise SlamError(f"cron {expr!r}: invalid {', '.join(bad)} (e.g. '0 0 3 * * 1' = Mondays 03:00:00)")
+    return text
+
+
+def _cron_field_ok(field: str, rng: tuple[int, int], names: dict[str, int], allow_q: bool) -> bool:
+    if field == "?" and allow_q:
+        return True
+    lo, hi = rng
+
+    def num(x: str) -> int | None:
+        v = names.get(x.upper()) if x.isalpha() else int(x) if x.isdigit() else None
+        return v if v is not None and lo <= v <= hi else None
+
+    for part in field.split(","):
+        base, _, step = part.partition("/")
+        if step and (not step.isdigit() or not 0 < int(step) <= hi):
+            return False
+        if base == "*":
+            continue
+        a, dash, b = base.partition("-")
+        if num(a) is None or (dash and (num(b) is None or num(b) < num(a))):
+            return False
+    return True
+
+
+def check_schedule(cron: str, max_concurrency: int) -> None:
+    problems = []
+    try:
+        validate_cron(cron)
+    except SlamError as e:
+        problems.append(str(e))
+    if not 1 <= max_concurrency <= MAX_CONCURRENCY:
+        problems.append(f"--max-concurrency must be in 1..{MAX_CONCURRENCY} (KFP's bound), got {max_concurrency}")
+    if problems:
+        raise SlamError("; ".join(problems))
+
+
+@contextlib.contextmanager
+def kfp_errors(host: str) -> Iterator[None]:
+    """The KFP host's failures as one line (unreachable, refused, unauthorized), never a urllib3 traceback."""
+    from slam.redact import redact
+
+    try:
+        yield
+    except SlamError:
+        raise
+    except Exception as e:
+        import urllib3
+
+        try:
+            from kfp_server_api.exceptions import ApiException
+        except ImportError:  # pragma: no cover - kfp always ships it
+            ApiException = ()  # type: ignore[assignment]  # noqa: N806
+        if isinstance(e, ApiException):
+            raise SlamError(redact(f"KFP at {host} answered {e.status} {e.reason}"
+                                   + (": check the token ($SLAM_KFP_TOKEN) and --namespace" if e.status in (401, 403)
+                                      else ""))) from None
+        if isinstance(e, (urllib3.exceptions.HTTPError, OSError, ConnectionError)):
+            reason = getattr(e, "reason", None) or e
+            raise SlamError(redact(f"cannot reach KFP at {host}: {type(reason).__name__}: "
+                                   f"{str(reason).splitlines()[0][-160:]}")) from None
+        raise
 
 
 def _client(host: str, namespace: str = "", token: str = ""):
@@ -96,9 +221,19 @@ def _client(host: str, namespace: str = "", token: str = ""):
     kw: dict[str, Any] = {"host": host}
     if namespace:
         kw["namespace"] = namespace
+    token = token or os.environ.get(TOKEN_ENV, "")
     if token:
         kw["existing_token"] = token
-    return kfp.Client(**kw)
+    # noise on a user's terminal: "only works with KFP v2.0.0-beta.2 and later", urllib3's retry warnings
+    retries_log = logging.getLogger("urllib3.connectionpool")
+    level = retries_log.level
+    retries_log.setLevel(logging.ERROR)
+    try:
+        with kfp_errors(host), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return kfp.Client(**kw)
+    finally:
+        retries_log.setLevel(level)
 
 
 def _package(package: str | None, opts: Any, tmp: str) -> str:
@@ -110,7 +245,7 @@ def submit(host: str, params: dict[str, Any], *, experiment: str = "slam", run_n
            enable_caching: bool | None = None) -> dict[str, str]:
     """Upload-free run: kfp.Client.create_run_from_pipeline_package (the package travels in the request)."""
     client = _client(host, namespace, token)
-    with tempfile.TemporaryDirectory(prefix="slam-kfp-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="slam-kfp-") as tmp, kfp_errors(host):
         result = client.create_run_from_pipeline_package(
             _package(package, opts, tmp), arguments=params, run_name=run_name or _run_name(params),
             experiment_name=experiment, enable_caching=enable_caching)
@@ -121,11 +256,13 @@ def schedule(host: str, cron: str, params: dict[str, Any], *, name: str = "", ex
              package: str | None = None, opts: Any = None, namespace: str = "", token: str = "",
              max_concurrency: int = 1, catchup: bool = False) -> dict[str, str]:
     """A recurring run (e.g. weekly retraining for new language data); no backfill unless `catchup`."""
+    check_schedule(cron, max_concurrency)
     cron = validate_cron(cron)
     client = _client(host, namespace, token)
-    exp = client.create_experiment(experiment, namespace=namespace or None)
+    with kfp_errors(host):
+        exp = client.create_experiment(experiment, namespace=namespace or None)
     name = name or f"slam-{params.get('languages', 'default').replace(',', '-')}"
-    with tempfile.TemporaryDirectory(prefix="slam-kfp-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="slam-kfp-") as tmp, kfp_errors(host):
         rr = client.create_recurring_run(
             experiment_id=exp.experiment_id, job_name=name, cron_expression=cron, params=params,
             pipeline_package_path=_package(package, opts, tmp), max_concurrency=max_concurrency,
@@ -137,10 +274,11 @@ def schedule(host: str, cron: str, params: dict[str, Any], *, name: str = "", ex
 def list_schedules(host: str, *, experiment: str = "", namespace: str = "", token: str = "") -> list[dict]:
     client = _client(host, namespace, token)
     kw: dict[str, Any] = {"page_size": 100}
-    if experiment:
-        kw["experiment_id"] = client.get_experiment(experiment_name=experiment, namespace=namespace or None
-                                                    ).experiment_id
-    resp = client.list_recurring_runs(**kw)
+    with kfp_errors(host):
+        if experiment:
+            kw["experiment_id"] = client.get_experiment(experiment_name=experiment, namespace=namespace or None
+                                                        ).experiment_id
+        resp = client.list_recurring_runs(**kw)
     out = []
     for rr in resp.recurring_runs or []:
         cron = getattr(getattr(getattr(rr, "trigger", None), "cron_schedule", None), "cron", "") or ""
@@ -153,7 +291,8 @@ def set_schedule(host: str, recurring_run_id: str, action: str, *, namespace: st
     client = _client(host, namespace, token)
     fn = {"disable": client.disable_recurring_run, "enable": client.enable_recurring_run,
           "delete": client.delete_recurring_run}[action]
-    fn(recurring_run_id)
+    with kfp_errors(host):
+        fn(recurring_run_id)
 
 
 def _run_name(params: dict[str, Any]) -> str:

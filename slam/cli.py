@@ -38,8 +38,17 @@ COMMANDS = [models, plan, data, probe, train, merge, evaluate, tune, register, r
 PLUGIN_GROUP = "slam.commands"
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line too (`slam <step> --help` shows the usage)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        from slam.redact import redact
+
+        self.exit(2, f"{self.prog}: error: {redact(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="slam",
         description="SLAM: find a model's language layers and tune only their FFNs, on Ray/Kubeflow or a laptop.",
     )
@@ -53,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from slam.env import apply_defaults
+    from slam.env import apply_defaults, check_credentials
+    from slam.redact import install_log_filter, redact
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -62,13 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    apply_defaults()
+    install_log_filter()
     try:
+        apply_defaults()
+        check_credentials()
         return int(args.func(args) or 0)
     except SlamError as e:
         if args.debug:
             raise
-        print(f"slam: error: {e}", file=sys.stderr)
+        print(f"slam: error: {redact(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("slam: interrupted", file=sys.stderr)

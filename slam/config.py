@@ -345,6 +345,10 @@ def split_overrides(text: str) -> list[str]:
     return [x.strip() for x in str(text or "").replace(";", "\n").splitlines() if x.strip()]
 
 
+MAX_INDEX = 1024
+"""Layer indices and counts stop here: no model has more layers, and a range like 1-1000000 is a typo."""
+
+
 def parse_int_list(text: str, where: str = "layers", problems: list[str] | None = None) -> list[int]:
     """'0-5' -> [0..5]; '0,2,4' -> [0,2,4]; '0-2,7' -> [0,1,2,7]. Problems are appended or raised."""
     out: list[int] = []
@@ -358,6 +362,9 @@ def parse_int_list(text: str, where: str = "layers", problems: list[str] | None 
                 lo, hi = int(a), int(b)
                 if hi < lo:
                     errs.append(f"{where}: range {part!r} runs backwards")
+                elif hi - lo >= MAX_INDEX:
+                    errs.append(f"{where}: range {part!r} has {hi - lo + 1} values (at most {MAX_INDEX})")
+                    continue
                 out.extend(range(lo, hi + 1))
             else:
                 out.append(int(part))
@@ -387,41 +394,6 @@ def _from_dict(cls: type, data: dict[str, Any], where: str, problems: list[str])
         return cls()
 
 
-def _semantic_problems(cfg: SlamConfig) -> list[str]:
-    p: list[str] = []
-    t = cfg.train
-    for name, v in [("train.lr", t.lr), ("train.micro_batch_size", t.micro_batch_size),
-                    ("train.grad_accum", t.grad_accum), ("train.num_workers", t.num_workers),
-                    ("probe.top_k", cfg.probe.top_k), ("probe.batch_size", cfg.probe.batch_size),
-                    ("eval.batch_size", cfg.eval.batch_size), ("data.max_length", cfg.data.max_length)]:
-        if isinstance(v, (int, float)) and v <= 0:
-            p.append(f"{name}: must be > 0, got {v}")
-    # step intervals and counts where 0 means "off"
-    for name, v in [("train.val_every", t.val_every), ("train.val_accuracy_every", t.val_accuracy_every),
-                    ("train.val_accuracy_limit", t.val_accuracy_limit), ("train.report_every", t.report_every),
-                    ("train.checkpoint_every", t.checkpoint_every)]:
-        if v < 0:
-            p.append(f"{name}: must be >= 0 (0 = off), got {v}")
-    if t.zero_stage not in (0, 1, 2, 3):
-        p.append(f"train.zero_stage: must be 0-3, got {t.zero_stage}")
-    if t.max_steps is not None and t.max_steps <= 0:
-        p.append(f"train.max_steps: must be > 0, got {t.max_steps}")
-    if t.layers is not None and any(i < 0 for i in t.layers):
-        p.append(f"train.layers: layer indices must be >= 0, got {t.layers}")
-    if t.layers is not None and len(set(t.layers)) != len(t.layers):
-        p.append(f"train.layers: duplicate layer index in {t.layers}")
-    if not 0 <= cfg.probe.fire_fraction <= 1:
-        p.append(f"probe.fire_fraction: must be in [0, 1], got {cfg.probe.fire_fraction}")
-    p += probe_problems(cfg.probe, prefix="probe.")
-    if not 0 <= t.warmup_ratio < 1:
-        p.append(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
-    if cfg.tune.val_accuracy_limit < 0 or cfg.tune.english_tolerance < 0:
-        p.append("tune.val_accuracy_limit and tune.english_tolerance: must be >= 0")
-    if any(k <= 0 for k in cfg.tune.k_grid):
-        p.append(f"tune.k_grid: layer counts must be > 0, got {cfg.tune.k_grid}")
-    return p
-
-
 def probe_problems(pc: ProbeConfig, prefix: str = "") -> list[str]:
     """The probe's calibration settings that cannot work (shared by the config loader and run_probes)."""
     p = []
@@ -439,7 +411,9 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     problems: list[str] = []
     obj = _from_dict(cls, data, "", problems)
     if not problems and cls is SlamConfig:
-        problems = _semantic_problems(obj)
+        from slam.config_checks import semantic_problems
+
+        problems = semantic_problems(obj)
     if problems:
         raise ConfigError(f"invalid config: {'; '.join(problems)}")
     return obj
@@ -485,7 +459,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
                 loaded = yaml.safe_load(storage.read_text(str(path)))
             else:
-                loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+                loaded = yaml.safe_load(p.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}: save the file as UTF-8)") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
         if loaded is None:
@@ -498,4 +474,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def dump_config(cfg: SlamConfig) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    """The YAML slam writes to files (a RayJob's config on S3): a tracking URI's user:password@ is left out,
+    the pods get MLflow credentials from the slam-mlflow Secret (MLFLOW_TRACKING_USERNAME/PASSWORD)."""
+    from slam.redact import strip_userinfo
+
+    data = to_dict(cfg)
+    data["tracking"]["uri"] = strip_userinfo(data["tracking"]["uri"])
+    return yaml.safe_dump(data, sort_keys=False)

@@ -120,8 +120,12 @@ def read_manifest(delta_uri: str | os.PathLike) -> dict[str, Any]:
     if not storage.exists(uri):
         raise SlamError(f"{delta_uri} is not a SLAM delta dir (no {MANIFEST_FILE})")
     m = storage.read_json(uri)
+    if not isinstance(m, dict):
+        raise SlamError(f"{delta_uri}: malformed {MANIFEST_FILE} (not a JSON object)")
     if m.get("format") != FORMAT:
         raise SlamError(f"{delta_uri} is not a SLAM delta (manifest format {m.get('format')!r}, expected {FORMAT})")
+    if not isinstance(m.get("tensors"), list) or not isinstance(m.get("layers"), list):
+        raise SlamError(f"{delta_uri}: malformed {MANIFEST_FILE} (no tensors/layers lists)")
     if not storage.exists(storage.join(delta_uri, TENSORS_FILE)):
         raise SlamError(f"{delta_uri} is not a SLAM delta dir (no {TENSORS_FILE})")
     return m
@@ -131,9 +135,18 @@ def load_delta(delta_uri: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     """(tensors, manifest) of a delta dir, local or s3://."""
     from safetensors.torch import load_file
 
-    manifest = read_manifest(delta_uri)
-    with storage.local_copy(storage.join(delta_uri, TENSORS_FILE)) as f:
-        tensors = load_file(str(f))
+    # one snapshot of the dir, checked against its published manifest: never a new delta.safetensors
+    # with the previous manifest.json
+    with storage.local_copy(delta_uri) as d:
+        try:
+            manifest = read_manifest(d)
+        except SlamError as e:
+            raise SlamError(str(e).replace(str(d), str(delta_uri))) from None
+        try:
+            tensors = load_file(str(Path(d) / TENSORS_FILE))
+        except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
+            raise SlamError(f"{delta_uri}: {TENSORS_FILE} is not a readable safetensors file "
+                            f"({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})") from None
     if sorted(tensors) != manifest["tensors"]:
         raise SlamError(f"{delta_uri}: delta.safetensors does not hold the tensors its manifest lists")
     return tensors, manifest

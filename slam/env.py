@@ -11,6 +11,7 @@ credentials reach a process only through its own environment (k8s Secrets, the u
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 # Why each default: no model or dataset is ever downloaded at run time; tokenizers' thread pool fights
@@ -22,9 +23,15 @@ DEFAULTS = {
     "TOKENIZERS_PARALLELISM": "false",
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-    # Local Ray started by slam (laptop, CI, kfp.local) runs without auth; clusters keep Ray's default.
-    "RAY_AUTH_MODE": "disabled",
+    # Ray token auth, explicitly (Ray 2.60's default for new local clusters, but not when joining one): an
+    # open Ray runs anyone's code with this process's credentials. Local clusters get a per-session token
+    # (slam.distributed.train.init_ray); KubeRay injects the cluster's (authOptions.mode: token).
+    "RAY_AUTH_MODE": "token",
 }
+# Values that mean "nobody filled this in" (k8s/secrets/*.example, copied docs): refused at start-up.
+PLACEHOLDER = re.compile(r"(?i)^\s*(<.*>|.*change[_-]?me.*|replace[_-]?me|placeholder|your[_-].*|x{3,}|todo)\s*$")
+CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                  "POSTGRES_USER", "POSTGRES_PASSWORD", "RAY_AUTH_TOKEN", "SLAM_KFP_TOKEN")
 
 # What a Ray worker (or a RayJob's pods) must see of the driver's environment. Never credentials: pods get
 # those from Secrets, local workers inherit the driver's process environment anyway.
@@ -49,4 +56,33 @@ def apply_defaults() -> None:
 
 
 def worker_env() -> dict[str, str]:
-    return {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
+    """WORKER_ENV's current values; never a credential (those would land in Ray's runtime_env / a spec)."""
+    from slam.redact import SECRET_ENV, carries_credentials
+
+    return {k: os.environ[k] for k in WORKER_ENV
+            if k in os.environ and not SECRET_ENV.search(k) and not carries_credentials(os.environ[k])}
+
+
+def check_credentials(environ: dict[str, str] | None = None) -> None:
+    """Refuse to start on placeholder credentials (an example Secret applied unfilled): a clear error now,
+    instead of a service that quietly runs on a published password."""
+    from slam.errors import SlamError
+
+    env = os.environ if environ is None else environ
+    bad = [k for k in CREDENTIAL_ENV if env.get(k) and PLACEHOLDER.match(env[k])]
+    if bad:
+        raise SlamError(f"{', '.join(bad)} hold placeholder values (e.g. CHANGE_ME from an example Secret): "
+                        "create the real Secret first (docs/deploy.md); refusing to start")
+
+
+if __name__ == "__main__":  # the k8s init containers' check: python -m slam.env check-credentials
+    import sys
+
+    from slam.errors import SlamError
+
+    try:
+        check_credentials()
+    except SlamError as e:
+        print(f"slam: error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print("credentials: no placeholder values")

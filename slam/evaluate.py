@@ -124,6 +124,25 @@ def summarize(samples: list[dict]) -> dict:
 # Reports
 
 
+def check_report(report: Any, where: str = "eval report") -> dict:
+    """An eval.json as `summarize` writes it: per-language accuracies that are numbers in [0, 1]. Anything
+    that reads scores from a file (the registry's gate, the model card) checks it here first."""
+    import math
+
+    def acc(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 1
+
+    per = report.get("per_lang") if isinstance(report, dict) else None
+    if not isinstance(per, dict) or not per:
+        raise SlamError(f"{where} has no per_lang accuracies (expected slam eval's eval.json)")
+    bad = [lang for lang, v in per.items() if not isinstance(v, dict) or not acc(v.get("accuracy"))]
+    bad += [k for k in ("average", "average_non_en", "english") if report.get(k) is not None and not acc(report[k])]
+    if bad:
+        raise SlamError(f"{where}: malformed accuracy for {', '.join(map(str, bad[:5]))} (numbers in [0, 1] "
+                        "expected, as `slam evaluate` writes them)")
+    return report
+
+
 def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f}"
 

@@ -75,9 +75,9 @@ def gate(candidate: Scores, champion: Scores | None, english_tolerance: float = 
 
 def scores_from_eval(report: dict) -> Scores:
     """Scores from an eval.json (`slam.evaluate` format); average_non_en recomputed when absent."""
-    per = report.get("per_lang")
-    if not isinstance(per, dict) or not per:
-        raise SlamError("eval report has no per_lang accuracies (expected slam eval's eval.json)")
+    from slam.evaluate import check_report
+
+    per = check_report(report)["per_lang"]
     non_en = report.get("average_non_en")
     if non_en is None:
         accs = [v["accuracy"] for k, v in per.items() if k != "en"]

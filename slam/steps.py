@@ -36,7 +36,9 @@ SYNTH_TEST, SYNTH_PROBE = 100, 64  # held-out questions per language for evaluat
 
 
 def step_key(step: str, **inputs: Any) -> str:
-    """Deterministic id of one step's work: same inputs, same key, same output location."""
+    """Deterministic id of one step's work: same inputs, same key, same output location. Inputs that are
+    data (datasets, probe/tune reports, deltas) go in by content (`store.content_digest`), not by URI: data
+    rebuilt at the same URI is new input, never a reuse of stale results."""
     blob = json.dumps({"step": step, **inputs}, sort_keys=True, default=str).encode()
     return store.fingerprint_bytes(blob)[:12]
 
@@ -50,12 +52,15 @@ def timed(fn: Callable[..., dict]) -> Callable[..., dict]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> dict:
-        from slam.env import apply_defaults
+        from slam.env import apply_defaults, check_credentials
+        from slam.redact import install_log_filter
 
         if not logging.getLogger().handlers:  # a KFP task process: make the step's progress visible
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                                 datefmt="%H:%M:%S")
+        install_log_filter()
         apply_defaults()
+        check_credentials()
         log.info("step %s starting", fn.__name__)
         t0 = time.perf_counter()
         result = fn(*args, **kwargs)
@@ -105,7 +110,7 @@ def prepare_data(*, storage: str, languages: str, train_data: str = "", synth_pr
         sizes = {"n_train": synth_problems, "n_val": max(16, synth_problems // 10), "n_test": SYNTH_TEST,
                  "n_probe": SYNTH_PROBE}
         uri = step_uri(storage, "data", step_key("data", langs=langs, seed=synth_seed, **sizes))
-        if store.exists(store.join(uri, store.SUCCESS)):
+        if store.is_published(uri):
             log.info("data: reusing %s", uri)
         else:
             synth(uri, langs=langs, seed=synth_seed, **sizes)
@@ -129,11 +134,11 @@ def probe_layers(*, storage: str, base_model: str, data_uri: str, languages: str
     if not store.exists(src):
         raise SlamError(f"{data_uri} has no probe.jsonl (parallel probe questions: `slam data synth` writes one)")
     pcfg = ProbeConfig(method=method, langs=langs, top_k=top_k, selection=selection, max_questions=max_questions)
-    key = step_key("probe", model=base_model, data=data_uri, langs=langs, method=method, top_k=top_k,
-                   selection=selection, n=max_questions)
+    key = step_key("probe", model=base_model, data=store.content_digest(data_uri), langs=langs, method=method,
+                   top_k=top_k, selection=selection, n=max_questions)
     out = step_uri(storage, "probe", key)
     report_uri = store.join(out, "probe.json")
-    if store.exists(store.join(out, store.SUCCESS)):
+    if store.is_published(out):
         report = store.read_json(report_uri)
         log.info("probe: reusing %s", report_uri)
     else:
@@ -164,8 +169,8 @@ def tune_layer_count(*, storage: str, base_model: str, data_uri: str, probe_uri:
     ks = parse_int_list(k_grid, "k_grid")
     if not ks or any(k <= 0 for k in ks):
         raise SlamError(f"k_grid must list positive layer counts like 2,4,6; got {k_grid!r}")
-    key = step_key("tune", model=base_model, data=data_uri, probe=probe_uri, k=ks, preset=preset,
-                   overrides=split_overrides(overrides))
+    key = step_key("tune", model=base_model, data=store.content_digest(data_uri), probe=store.content_digest(probe_uri),
+                   k=ks, preset=preset, overrides=split_overrides(overrides))
     root = store.absolute(storage)
     cfg = _train_config(root=root, base_model=base_model, data_uri=data_uri, preset=preset, overrides=overrides,
                         mlflow_uri=mlflow_uri, experiment=experiment, train={"probe": probe_uri})
@@ -193,7 +198,9 @@ def _no_search(cfg: SlamConfig, ks: list[int]) -> dict | None:
         from slam.probe import select_layers
 
         selection = cfg.tune.selections[0] if cfg.tune.selections else "top-k"
-        layers = select_layers(store.read_json(cfg.train.probe), ks[0], selection)
+        from slam.probe.select import read_report
+
+        layers = select_layers(read_report(cfg.train.probe), ks[0], selection)
         return {"best": {"k": ks[0], "layers": layers, "lr": cfg.train.lr, "selection": selection, "metric": "",
                          "value": None, "searched": []}, "rows": [], "note": "one candidate: no search"}
     return None
@@ -237,8 +244,8 @@ def train_slam(*, storage: str, base_model: str, data_uri: str, probe_uri: str, 
     root = store.absolute(storage)
     cfg = _train_config(root=root, base_model=base_model, data_uri=data_uri, preset=preset, overrides=overrides,
                         mlflow_uri=mlflow_uri, experiment=experiment, train=decided)
-    key = step_key("train", model=base_model, data=data_uri, probe=probe_uri, decided=decided, preset=preset,
-                   overrides=split_overrides(overrides))
+    key = step_key("train", model=base_model, data=store.content_digest(data_uri), probe=store.content_digest(probe_uri),
+                   decided=decided, preset=preset, overrides=split_overrides(overrides))
     result = get_launcher(launcher).train(cfg, step="train", key=key)
     metrics = {k: float(v) for k, v in (result.get("metrics") or {}).items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -261,7 +268,8 @@ def evaluate(*, storage: str, base_model: str, data_uri: str, delta_uri: str = "
     if not task_names:
         raise SlamError("evaluate: no tasks given (synthetic, mgsm, msvamp)")
     label = label or ("slam" if delta_uri else "base")
-    key = step_key("eval", model=base_model, delta=delta_uri, data=data_uri, tasks=task_names, langs=langs,
+    key = step_key("eval", model=base_model, delta=store.content_digest(delta_uri) if delta_uri else "",
+                   data=store.content_digest(data_uri) if data_uri else "", tasks=task_names, langs=langs,
                    limit=limit, max_new_tokens=max_new_tokens)
     out = step_uri(storage, "eval", f"{label}-{key}")
     model = tok = None
@@ -322,11 +330,11 @@ def register_model(*, base_model: str, delta_uri: str, probe_uri: str, slam_eval
     from slam import registry
     from slam.config import TrackingConfig
     from slam.delta import read_manifest
-    from slam.evaluate import compare_table
+    from slam.evaluate import check_report, compare_table
 
     tracking = TrackingConfig(uri=mlflow_uri, experiment=experiment or "slam", registry_name=registry_name)
     result = registry.register_delta(tracking, delta_uri, slam_eval_uri, name=registry_name, base=base_model)
-    base_report, slam_report = store.read_json(base_eval_uri), store.read_json(slam_eval_uri)
+    base_report, slam_report = (check_report(store.read_json(u), u) for u in (base_eval_uri, slam_eval_uri))
     manifest = read_manifest(delta_uri)
     md = (f"# {result.name} version {result.version} ({result.alias})\n\n{result.reason}\n\n"
           f"Tuned layers: {manifest.get('layers')} ({manifest.get('fraction', 0):.2%} of the parameters; "

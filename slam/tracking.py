@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from slam.config import TrackingConfig
 from slam.errors import SlamError
+from slam.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,10 @@ def pipeline_key(fallback: str) -> str:
 
 
 def _param_value(v: Any) -> str:
+    """What MLflow stores for a param/tag value: JSON for non-strings, credentials redacted (a tracking URI
+    with user:password@, a key=secret inside an override string), cut to MLflow's limit."""
     s = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
-    return s[:_MAX_PARAM_LEN]
+    return redact(s)[:_MAX_PARAM_LEN]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -203,6 +206,11 @@ class MlflowTracker:
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
             from mlflow.tracking import MlflowClient
 
+            # "Creating initial MLflow database tables..." and alembic's migration chatter are not ours to show
+            for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+                if logging.getLogger(name).level < logging.WARNING:
+                    logging.getLogger(name).setLevel(logging.WARNING)
+
             self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         return self._client
 
@@ -215,17 +223,17 @@ class MlflowTracker:
                 return fn(*args, **kwargs)
             except MlflowException as e:
                 if e.error_code not in _RETRYABLE_CODES:
-                    raise SlamError(f"MLflow {what} failed at {self.uri}: {_first_line(e)}") from None
+                    raise SlamError(redact(f"MLflow {what} failed at {self.uri}: {_first_line(e)}")) from None
                 err: Exception = e
             except (OSError, ConnectionError) as e:  # requests' errors subclass OSError
                 err = e
             if attempt < self.retries:
                 delay = self.backoff_s * 2 ** attempt
-                log.warning("MLflow %s failed (%s); retry %d/%d in %.1f s", what, _first_line(err),
+                log.warning("MLflow %s failed (%s); retry %d/%d in %.1f s", what, redact(_first_line(err)),
                             attempt + 1, self.retries, delay)
                 time.sleep(delay)
-        raise SlamError(f"MLflow {what} failed at {self.uri} after {self.retries + 1} attempts: "
-                        f"{_first_line(err)} (results already written to storage are kept)")
+        raise SlamError(redact(f"MLflow {what} failed at {self.uri} after {self.retries + 1} attempts: "
+                               f"{_first_line(err)} (results already written to storage are kept)"))
 
     @property
     def experiment_id(self) -> str:
@@ -240,8 +248,8 @@ class MlflowTracker:
                 except MlflowException:  # created meanwhile by another process
                     exp = self._call("get experiment", self.client.get_experiment_by_name, self.experiment)
                     if exp is None:
-                        raise SlamError(f"MLflow: cannot create experiment {self.experiment!r} at {self.uri}") \
-                            from None
+                        raise SlamError(redact(f"MLflow: cannot create experiment {self.experiment!r} at "
+                                               f"{self.uri}")) from None
                     self._experiment_id = exp.experiment_id
             else:
                 self._experiment_id = exp.experiment_id
@@ -295,7 +303,7 @@ class MlflowTracker:
         """Find-or-create the run tagged `slam.run_key=key`; FINISHED on exit, FAILED on an exception."""
         if not key:
             raise SlamError(f"tracking run {name!r} needs a non-empty key")
-        all_tags = {**pipeline_tags(), **{k: str(v) for k, v in (tags or {}).items() if v is not None},
+        all_tags = {**{k: _param_value(v) for k, v in {**pipeline_tags(), **(tags or {})}.items() if v is not None},
                     RUN_KEY_TAG: key}
         parent_run_id = parent_run_id or self.parent_run_id or self._pipeline_parent(exclude_key=key)
         if parent_run_id:

@@ -11,6 +11,13 @@ from pathlib import Path  # noqa: E402
 from slam.env import apply_defaults  # noqa: E402
 
 apply_defaults()
+# Ray runs with token auth in tests too (slam's default, RAY_AUTH_MODE=token): one random token for the
+# session, in the environment that every local Ray, `ray start`, kfp.local step and Ray worker inherits
+# (nothing is written to ~/.ray). A user's own RAY_AUTH_TOKEN wins.
+if os.environ.get("RAY_AUTH_MODE") == "token" and not os.environ.get("RAY_AUTH_TOKEN_PATH"):
+    import secrets  # noqa: E402
+
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 
 import pytest  # noqa: E402
 

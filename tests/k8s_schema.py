@@ -85,9 +85,17 @@ class WorkerGroupSpec(_Strict):
         return self
 
 
+class AuthOptions(_Strict):
+    # KubeRay >= 1.6: token auth; the operator generates a Secret per cluster unless secretName is set
+    mode: Literal["disabled", "token"] | None = None
+    secretName: str | None = None
+    enableK8sTokenAuth: bool | None = None
+
+
 class RayClusterSpec(_Strict):
     headGroupSpec: HeadGroupSpec
     workerGroupSpecs: list[WorkerGroupSpec] = Field(default_factory=list)
+    authOptions: AuthOptions | None = None
     rayVersion: str | None = None
     enableInTreeAutoscaling: bool | None = None
     autoscalerOptions: AutoscalerOptions | None = None

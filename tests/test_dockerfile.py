@@ -83,9 +83,12 @@ def test_cpu_variant_build_arg_selects_the_cpu_base_and_torch_index():
 def test_pinned_installs_and_tagged_bases():
     text = DOCKERFILE.read_text()
     assert "torch==2.13.0" in text and re.search(r"pip install [^\n]*\.\s", text)
-    for m in re.finditer(r"^ARG \w+_BASE=(\S+)", text, re.M):
-        image = m.group(1)
-        assert ":" in image and not image.endswith(":latest"), image
+    bases = [m.group(1) for m in re.finditer(r"^ARG \w+_BASE=(\S+)", text, re.M)]
+    assert len(bases) == 2
+    for image in bases:
+        # pinned by digest: a re-pushed tag cannot change what gets built
+        assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", image), image
+        assert ":latest@" not in image
     pins = re.findall(r'"([A-Za-z0-9_.\[\],-]+)([=<>!~]=?)([^"]*)"', (REPO / "pyproject.toml").read_text())
     torch_pin = [p for p in pins if p[0] == "torch"]
     assert torch_pin and torch_pin[0][1:] == ("==", "2.13.0"), "Dockerfile and pyproject must pin the same torch"

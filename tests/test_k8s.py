@@ -77,7 +77,7 @@ def test_overlay_has_the_stack(rendered):
     for need in [("RayCluster", "slam-ray"), ("Deployment", "slam-mlflow"), ("Service", "slam-mlflow"),
                  ("StatefulSet", "slam-postgres"), ("ServiceAccount", "slam-pipeline"),
                  ("ServiceAccount", "slam-ray"), ("Role", "slam-rayjob-launcher"), ("ConfigMap", "slam-endpoints"),
-                 ("Secret", "slam-s3"), ("NetworkPolicy", "slam-mlflow-ingress")]:
+                 ("NetworkPolicy", "slam-mlflow-ingress"), ("NetworkPolicy", "slam-ray-ingress")]:
         assert need in kinds, f"{name} lacks {need}"
     if name == "dev":
         assert ("StatefulSet", "slam-s3") in kinds and ("Job", "slam-create-bucket") in kinds
@@ -124,13 +124,82 @@ def test_no_cluster_wide_rbac_anywhere_in_k8s():
         assert not re.search(r"^kind:\s*Cluster(Role|RoleBinding)\b", f.read_text(), re.M), f
 
 
-def test_secrets_hold_only_placeholders(rendered):
+def test_kustomize_never_applies_secrets(rendered):
+    """Re-applying the manifests must never overwrite real credentials with placeholders: no Secret is a
+    kustomize resource; the examples the user fills live in k8s/secrets/ and hold only placeholders."""
     name, docs = rendered
-    for s in (d for d in docs if d["kind"] == "Secret"):
-        assert "data" not in s, "templates use stringData placeholders, not encoded values"
-        for k, v in s["stringData"].items():
-            if SECRET_KEY.search(k):
-                assert v == "CHANGE_ME", f"{name}: Secret {s['metadata']['name']}.{k} is not a placeholder"
+    assert not [d for d in docs if d["kind"] == "Secret"], f"{name}: kustomize renders a Secret"
+    referenced = {ref["secretRef"]["name"] for d in docs for tpl in _pod_specs(d) for c in _containers(tpl)
+                  for ref in c.get("envFrom", []) if "secretRef" in ref}
+    referenced |= {e["valueFrom"]["secretKeyRef"]["name"] for d in docs for tpl in _pod_specs(d)
+                   for c in _containers(tpl) for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+    examples = {p.name.split(".")[0]: p for p in (K8S / "secrets").glob("*.env.example")}
+    assert {f"slam-{k}" for k in examples} >= referenced, "every Secret a pod reads has an example to fill"
+    for path in examples.values():
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if line and not line.startswith("#") and SECRET_KEY.search(key):
+                assert value == "CHANGE_ME", f"{path.name}: {key} must be a placeholder"
+
+
+def _pod_specs(doc: dict) -> list[dict]:
+    """The pod specs inside a rendered object (Deployments, StatefulSets, Jobs, RayCluster groups)."""
+    if doc.get("apiVersion", "").startswith("ray.io/"):
+        return [tpl.get("spec", {}) for _, tpl in pod_templates(doc)]
+    tpl = doc.get("spec", {}).get("template")
+    return [tpl["spec"]] if tpl else []
+
+
+def _containers(pod: dict) -> list[dict]:
+    return pod.get("initContainers", []) + pod.get("containers", [])
+
+
+def test_pods_run_read_only_with_seccomp_and_no_privilege(rendered):
+    name, docs = rendered
+    pods = [(f"{d['kind']}/{d['metadata']['name']}", p) for d in docs for p in _pod_specs(d)]
+    assert len(pods) >= 4
+    for where, pod in pods:
+        ctx = pod.get("securityContext", {})
+        assert ctx.get("runAsNonRoot") is True, where
+        assert ctx.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
+        for c in _containers(pod):
+            sc = c.get("securityContext", {})
+            assert sc.get("readOnlyRootFilesystem") is True, f"{where}/{c['name']}"
+            assert sc.get("allowPrivilegeEscalation") is False and sc.get("capabilities", {}).get("drop") == ["ALL"]
+
+
+def test_services_refuse_placeholder_credentials(rendered):
+    """Pods of images that are not slam (MLflow server, PostgreSQL, SeaweedFS) check their Secrets first."""
+    _, docs = rendered
+    for d in docs:
+        for pod in _pod_specs(d):
+            reads_secrets = any("secretRef" in r for c in pod.get("containers", []) for r in c.get("envFrom", [])) or \
+                any("secretKeyRef" in e.get("valueFrom", {}) for c in pod.get("containers", []) for e in c.get("env", []))
+            if reads_secrets and d["kind"] != "RayCluster":  # Ray pods run slam, which checks at start-up
+                init = {c["name"]: c for c in pod.get("initContainers", [])}
+                assert "check-credentials" in init, f"{d['kind']}/{d['metadata']['name']}"
+                assert init["check-credentials"]["command"] == ["python", "-m", "slam.env"]
+
+
+def test_ray_uses_token_auth_and_its_ports_are_fenced(rendered):
+    _, docs = rendered
+    rc = next(d for d in docs if d["kind"] == "RayCluster")
+    assert rc["spec"]["authOptions"] == {"mode": "token"}
+    head = rc["spec"]["headGroupSpec"]
+    assert head.get("serviceType", "ClusterIP") == "ClusterIP" and not head.get("enableIngress")
+    assert not [d for d in docs if d["kind"] in ("Ingress", "Route") or
+                d.get("spec", {}).get("type") in ("NodePort", "LoadBalancer")]
+    pol = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "slam-ray-ingress")
+    spec = pol["spec"]
+    assert spec["podSelector"] == {"matchLabels": {"ray.io/is-ray-node": "yes"}} and spec["policyTypes"] == ["Ingress"]
+    open_rules = [r for r in spec["ingress"] if "ports" not in r]
+    assert open_rules == [{"from": [{"podSelector": {"matchLabels": {"ray.io/is-ray-node": "yes"}}}]}], \
+        "all ports only between Ray pods"
+    for rule in spec["ingress"]:
+        assert rule.get("from"), "no rule may admit every source"
+        if "ports" in rule:
+            assert {p["port"] for p in rule["ports"]} <= {8265, 10001}
+            assert all("ipBlock" not in src for src in rule["from"])
 
 
 def test_no_aws_keys_or_private_keys_in_the_repo():

@@ -68,7 +68,9 @@ def ray_dashboard():
     temp_dir = tempfile.mkdtemp(prefix="slamray-", dir="/tmp")  # short: Ray's unix sockets live under it
     # Every port explicit: Ray's fixed defaults (agent 52365, …) collide with other Ray instances on the box.
     port, dash, agent, grpc, renv, metrics = (_free_port() for _ in range(6))
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    # token auth on (conftest: RAY_AUTH_MODE=token and the session's RAY_AUTH_TOKEN): the dashboard and
+    # the Job Submission API answer only requests that carry the token
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen(
         [str(RAY), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
@@ -87,7 +89,7 @@ def ray_dashboard():
                 out = proc.stdout.read().decode(errors="replace")[-3000:] if proc.stdout else ""
                 pytest.fail(f"ray start exited {proc.returncode}:\n{out}")
             try:
-                if requests.get(f"{address}/api/version", timeout=2).ok:
+                if requests.get(f"{address}/api/version", timeout=2, headers=_auth()).ok:
                     break
             except requests.RequestException:
                 pass
@@ -98,6 +100,18 @@ def ray_dashboard():
     finally:
         _kill_tree(proc, temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _auth(token: str | None = None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token or os.environ['RAY_AUTH_TOKEN']}"}
+
+
+def test_the_dashboard_refuses_requests_without_the_token(ray_dashboard):
+    import requests
+
+    assert requests.get(f"{ray_dashboard}/api/jobs/", timeout=10).status_code == 401
+    assert requests.get(f"{ray_dashboard}/api/jobs/", timeout=10, headers=_auth("0" * 64)).status_code == 403
+    assert requests.get(f"{ray_dashboard}/api/jobs/", timeout=10, headers=_auth()).status_code == 200
 
 
 def _py(code: str) -> list[str]:

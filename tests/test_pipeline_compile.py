@@ -106,7 +106,7 @@ def test_cpu_only_compile_requests_no_gpu(tmp_path):
     ("0 3 * * 1", "KFP cron needs 6 fields (seconds first): did you mean '0 0 3 * * 1'?"),
     ("0 3 * *", "KFP cron needs 6 fields"),
     ("0 0 3 * * 1 2027", "got 7"),
-    ("0 0 3 * * $", "unexpected characters in day-of-week='$'"),
+    ("0 0 3 * * $", "invalid day-of-week='$'"),
 ])
 def test_cron_validation(expr, error):
     from pipeline.kfp_client import validate_cron

@@ -15,8 +15,18 @@ FORMATS = ["auto", "records", "mgsm", "mathoctopus", "msvamp", "gsm8k", "generic
 
 def _langs(text: str | None) -> list[str] | None:
     from slam.config import split_list
+    from slam.config_checks import check_langs
 
-    return split_list(text) or None
+    langs = split_list(text, "--langs") or None
+    check_langs(langs or [], "--langs")
+    return langs
+
+
+def _check_out(out: str) -> None:
+    """Refuse an unusable --out before any work (the publish at the end would refuse it anyway)."""
+    from slam import storage
+
+    storage.check_output(out)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -78,6 +88,7 @@ def run_synth(args: argparse.Namespace) -> int:
     from slam.data.synth import synth
 
     t0 = time.perf_counter()
+    _check_out(args.out)
     manifest = synth(args.out, langs=_langs(args.langs), n_train=args.n_train, n_val=args.n_val,
                      n_test=args.n_test, n_probe=args.n_probe, seed=args.seed,
                      translation_ratio=args.translation_ratio)
@@ -89,7 +100,11 @@ def run_synth(args: argparse.Namespace) -> int:
 def run_build(args: argparse.Namespace) -> int:
     import time
 
+    from slam.data.build import check_ratios
+
     t0 = time.perf_counter()
+    check_ratios(translation_ratio=args.translation_ratio, val_fraction=args.val_fraction)
+    _check_out(args.out)
     if args.records:
         manifest = _build_from_records(args)
     else:
@@ -102,6 +117,10 @@ def run_build(args: argparse.Namespace) -> int:
     _print_counts(manifest)
     print(f"quarantined: {manifest['quarantined']}" + (f" ({args.out}/quarantine.jsonl)" if manifest["quarantined"]
                                                        else ""))
+    skipped = manifest.get("validation", {}).get("skipped_by_langs") or {}
+    if skipped:
+        print(f"skipped (valid rows of languages not in --langs): {sum(skipped.values())} "
+              f"({', '.join(f'{k} {v}' for k, v in skipped.items())})")
     print(f"wrote {args.out} in {time.perf_counter() - t0:.1f}s")
     return 0
 
@@ -118,6 +137,8 @@ def _default_shared() -> str:
 
 
 def _build_from_records(args: argparse.Namespace) -> dict:
+    from collections import Counter
+
     from slam import storage
     from slam.data.build import make_examples, sha256_file, split_by_problem, write_dataset
     from slam.data.loaders import raw_records
@@ -127,6 +148,7 @@ def _build_from_records(args: argparse.Namespace) -> dict:
     langs = _langs(args.langs)
     res = validate_rows(rows, langs=langs, what=", ".join(args.records), require_gold=False)
     records = [r for r in res.records if not langs or r.lang in langs or r.lang == "en"]
+    skipped = Counter(r.lang for r in res.records if langs and r.lang not in langs and r.lang != "en")
     quarantine = list(res.quarantine)
     val_ids = split_by_problem({r.problem_id for r in records}, args.val_fraction, args.seed)
     examples = {}
@@ -140,7 +162,9 @@ def _build_from_records(args: argparse.Namespace) -> dict:
         with storage.local_copy(uri) as p:
             sources[uri] = sha256_file(p)
     manifest = {"generator": "slam.data.build/records", "seed": args.seed, "translation_ratio": args.translation_ratio,
-                "val_fraction": args.val_fraction, "sources": sources, "validation": res.summary}
+                "val_fraction": args.val_fraction, "sources": sources,
+                # read = kept + quarantined (validation); kept = used + skipped_by_langs
+                "validation": {**res.summary, "skipped_by_langs": dict(sorted(skipped.items()))}}
     return write_dataset(args.out, examples, manifest, quarantine=quarantine)
 
 
@@ -217,6 +241,8 @@ def run_validate(args: argparse.Namespace) -> int:
         rows, kw["require_gold"] = Ld.raw_generic(args.file, mapping), "gold" in mapping
     name = args.file.rsplit("/", 1)[-1]
     quarantine_path = args.quarantine or str(Path.cwd() / f"{name}.quarantine.jsonl")
+    if not storage.is_s3(quarantine_path) and Path(quarantine_path).is_dir():  # a directory: the file goes in it
+        quarantine_path = str(Path(quarantine_path) / f"{name}.quarantine.jsonl")
     res = validate_rows(rows, langs=_langs(args.langs), what=name, **kw)
     print(f"{name} ({fmt}): {res.line()}")
     if res.quarantine:

@@ -26,13 +26,63 @@ def _kv(text: str) -> tuple[str, str]:
     return k, v
 
 
+def _checked(problem_of):
+    """An argparse type from a slam.k8s_values check: the bad value is one usage-error line."""
+    def convert(text: str) -> str:
+        problem = problem_of(text)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return text
+    return convert
+
+
+def _node_selector(text: str) -> tuple[str, str]:
+    from slam.k8s_values import label_problem
+
+    k, v = _kv(text)
+    problem = label_problem(k, v, "node selector")
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return k, v
+
+
+def _env(text: str) -> tuple[str, str]:
+    """KEY=VALUE for pods/jobs: a value carrying a credential would be written into the spec (visible to
+    anyone who can read RayJobs or the Ray dashboard), so it is refused."""
+    from slam.redact import carries_credentials
+
+    k, v = _kv(text)
+    why = carries_credentials(v)
+    if why:
+        raise argparse.ArgumentTypeError(f"--env {k}: the value carries {why}; give credentials to the pods from "
+                                         "a Kubernetes Secret, never inline")
+    return k, v
+
+
+def _positive(kind):
+    def convert(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not v > 0 or v != v or v == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
+        return v
+    return convert
+
+
 def _toleration(text: str) -> dict[str, str]:
     """`key[=value]:Effect` -> a toleration (Exists when no value is given)."""
     key, _, effect = text.partition(":")
     if effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
         raise argparse.ArgumentTypeError(f"toleration {text!r}: expected key[=value]:NoSchedule|PreferNoSchedule|NoExecute")
+    from slam.k8s_values import label_problem
+
+    k, _, v = key.partition("=")
+    problem = label_problem(k, v, "toleration")
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     if "=" in key:
-        k, v = key.split("=", 1)
         return {"key": k, "operator": "Equal", "value": v, "effect": effect}
     return {"key": key, "operator": "Exists", "effect": effect}
 
@@ -47,31 +97,36 @@ def _command(args: argparse.Namespace) -> list[str]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from slam import k8s_values as kv
+
     p = sub.add_parser("launch", help="run a step on Kubernetes (KubeRay RayJob) or an existing Ray cluster")
     lsub = p.add_subparsers(dest="launch_command", metavar="<target>", required=True)
 
     r = lsub.add_parser("rayjob", help="create (or re-attach to) a KubeRay RayJob and wait for it")
     r.add_argument("--run-id", required=True, help="KFP run id (names the RayJob deterministically)")
     r.add_argument("--step", required=True, help="pipeline step name, e.g. train or tune")
-    r.add_argument("--namespace", default="slam")
+    r.add_argument("--namespace", default="slam", type=_checked(kv.namespace_problem))
     r.add_argument("--print", action="store_true", help="print the RayJob YAML and exit (no cluster needed)")
     r.add_argument("--image", default=None, help="project image (default: RayJobSettings.image)")
     r.add_argument("--workers", type=int, default=1, help="Ray worker pods (= Ray Train workers)")
     r.add_argument("--gpus-per-worker", type=int, default=0)
-    r.add_argument("--cpus-per-worker", default="4")
-    r.add_argument("--memory-per-worker", default="16Gi")
-    r.add_argument("--shm-size", default="8Gi", help="/dev/shm size for NCCL")
-    r.add_argument("--node-selector", type=_kv, action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument("--cpus-per-worker", default="4", type=_checked(kv.quantity_problem))
+    r.add_argument("--memory-per-worker", default="16Gi", type=_checked(kv.quantity_problem))
+    r.add_argument("--shm-size", default="8Gi", help="/dev/shm size for NCCL", type=_checked(kv.quantity_problem))
+    r.add_argument("--node-selector", type=_node_selector, action="append", default=[], metavar="KEY=VALUE")
     r.add_argument("--toleration", type=_toleration, action="append", default=[], metavar="KEY[=VALUE]:EFFECT")
     r.add_argument("--queue", default="", help="Kueue LocalQueue (the job is created suspended)")
     r.add_argument("--output", type=_kv, action="append", default=[], metavar="NAME=S3_URI",
                    help="an output the job writes; checked to exist after success and printed")
-    r.add_argument("--env", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+    r.add_argument("--env", type=_env, action="append", default=[], metavar="KEY=VALUE",
                    help="non-secret env for the pods (secrets come from k8s Secrets)")
-    r.add_argument("--active-deadline", type=int, default=24 * 3600, help="seconds before KubeRay kills the job")
-    r.add_argument("--timeout", type=float, default=None, help="seconds to wait (default: active deadline + 5 min)")
-    r.add_argument("--start-timeout", type=float, default=1800.0, help="seconds to wait for the job to start")
-    r.add_argument("--poll", type=float, default=10.0, help="seconds between status polls")
+    r.add_argument("--active-deadline", type=_positive(int), default=24 * 3600,
+                   help="seconds before KubeRay kills the job")
+    r.add_argument("--timeout", type=_positive(float), default=None,
+                   help="seconds to wait (default: active deadline + 5 min)")
+    r.add_argument("--start-timeout", type=_positive(float), default=1800.0,
+                   help="seconds to wait for the job to start")
+    r.add_argument("--poll", type=_positive(float), default=10.0, help="seconds between status polls")
     r.add_argument("step_command", nargs=argparse.REMAINDER, help="-- slam <step> …")
     r.set_defaults(func=run_rayjob)
 
@@ -80,9 +135,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--run-id", default=None, help="KFP run id (with --step: derives the submission id)")
     s.add_argument("--step", default=None)
     s.add_argument("--submission-id", default=None, help="explicit submission id (instead of --run-id/--step)")
-    s.add_argument("--env", type=_kv, action="append", default=[], metavar="KEY=VALUE")
-    s.add_argument("--timeout", type=float, default=24 * 3600.0)
-    s.add_argument("--poll", type=float, default=2.0)
+    s.add_argument("--env", type=_env, action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--timeout", type=_positive(float), default=24 * 3600.0)
+    s.add_argument("--poll", type=_positive(float), default=2.0)
     s.add_argument("step_command", nargs=argparse.REMAINDER, help="-- slam <step> …")
     s.set_defaults(func=run_submit)
 

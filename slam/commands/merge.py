@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from slam import storage
     from slam.delta import merge
 
+    storage.check_output(args.out)  # before loading two models
     print(merge(args.base, args.delta, args.out))
     return 0

@@ -27,9 +27,9 @@ def run(args: argparse.Namespace) -> int:
     from slam.models import load_for_planning
 
     if args.probe:
-        from slam import storage
+        from slam.probe.select import read_report
 
-        layers = storage.read_json(args.probe)["selected_layers"]
+        layers = read_report(args.probe)["selected_layers"]
     else:
         layers = parse_int_list(args.layers)
     roles = split_list(args.roles)

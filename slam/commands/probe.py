@@ -65,12 +65,14 @@ def load_probe_records(uri: str, langs: list[str] | None) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from slam import storage
     from slam.arch import describe
     from slam.models import load_for_planning, load_model_and_tokenizer, resolve_model
     from slam.probe import check_probe_inputs, run_probe
     from slam.probe.report import write_outputs
 
     langs = split_list(args.langs, "--langs")
+    storage.check_output(args.out)  # before the model load and the probe pass
     cfg = ProbeConfig(method=args.method, langs=langs, top_k=args.top_k, selection=args.selection,
                       threshold=args.threshold, fire_fraction=args.fire_fraction, max_questions=args.max_questions,
                       batch_size=args.batch_size, max_length=args.max_length, activation=args.activation,

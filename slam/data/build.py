@@ -36,9 +36,7 @@ EXAMPLE_FIELDS = ("id", "problem_id", "lang", "task", "instruction", "response",
 def make_examples(records: list[Record], *, translation_ratio: float = 1.0, seed: int = 0,
                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(examples, quarantine rows). The English side of a problem supplies the CoT and the translation target."""
-    if not 0 <= translation_ratio <= 1:
-        raise SlamError(f"translation ratio must be in [0, 1] (translate examples per non-English cot "
-                        f"example; there is one translation per question), got {translation_ratio}")
+    check_ratios(translation_ratio=translation_ratio)
     by_problem: dict[str, dict[str, Record]] = defaultdict(dict)
     for r in records:
         by_problem[r.problem_id][r.lang] = r
@@ -74,8 +72,21 @@ def _example(r: Record, task: str, instruction: str, response: str) -> dict[str,
             "instruction": instruction, "response": response, "gold": r.gold}
 
 
+def check_ratios(*, translation_ratio: float = 1.0, val_fraction: float = 0.0) -> None:
+    """The build's two shares, checked before any data is read (all problems in one message)."""
+    problems = []
+    if not (math.isfinite(translation_ratio) and 0 <= translation_ratio <= 1):
+        problems.append(f"translation ratio must be in [0, 1] (translate examples per non-English cot example; "
+                        f"there is one translation per question), got {translation_ratio}")
+    if not (math.isfinite(val_fraction) and 0 <= val_fraction < 1):
+        problems.append(f"val fraction must be in [0, 1) (the share of problems held out), got {val_fraction}")
+    if problems:
+        raise SlamError("; ".join(problems))
+
+
 def split_by_problem(problem_ids: set[str] | list[str], val_fraction: float, seed: int) -> set[str]:
     """The problem_ids held out for validation (all their languages go together)."""
+    check_ratios(val_fraction=val_fraction)
     ids = sorted(set(problem_ids))
     if not ids:
         return set()

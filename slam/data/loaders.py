@@ -8,7 +8,9 @@
 
 Each format is first parsed into raw rows (`raw_*`: a dict per line with its position, never
 raising on one bad line), then checked by `slam.data.validate`: bad rows are quarantined and
-counted (logged here; `slam data validate` and `slam data build` write them to a file).
+counted (logged here; `slam data validate` and `slam data build` write them to a file). Benchmark files
+(MGSM, MSVAMP, MathOctopus) write every gold the English way in every language (`_numbers: "en"`: "5,600"
+is 5600 in mgsm_de.tsv too); user files are read the way their row's language writes numbers.
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ def raw_tsv(uri: str, lang: str, *, prefix: str, source: str) -> list[Row]:
                              problem_id=pid, lang=lang, source=source))
             continue
         rows.append({"id": f"{pid}-{lang}", "problem_id": pid, "lang": lang, "question": parts[0],
-                     "answer": None, "gold": parts[1], "source": source, "_where": where})
+                     "answer": None, "gold": parts[1], "source": source, "_where": where, "_numbers": "en"})
     return rows
 
 
@@ -139,7 +141,7 @@ def raw_mathoctopus(uri: str, lang: str, prefix: str | None = None) -> list[Row]
             rows.append({**err, "problem_id": pid, "lang": lang})
             continue
         rows.append({"id": f"{pid}-{lang}", "problem_id": pid, "lang": lang, "question": obj.get("query"),
-                     "answer": None, "gold": obj.get("response"), "source": prefix, "_where": where})
+                     "answer": None, "gold": obj.get("response"), "source": prefix, "_where": where, "_numbers": "en"})
     return rows
 
 
@@ -162,7 +164,7 @@ def raw_msvamp_file(uri: str, lang: str) -> list[Row]:
             rows.append({**err, "problem_id": pid, "lang": lang})
             continue
         rows.append({"id": f"{pid}-{lang}", "problem_id": pid, "lang": lang, "question": obj.get("m_query"),
-                     "answer": None, "gold": obj.get("response"), "source": "msvamp", "_where": where})
+                     "answer": None, "gold": obj.get("response"), "source": "msvamp", "_where": where, "_numbers": "en"})
     return rows
 
 
@@ -266,15 +268,17 @@ def raw_generic(uri: str, mapping: dict[str, str]) -> list[Row]:
         items = _json_lines(uri, "generic")
     elif suffix in ("csv", "tsv"):
         try:
-            text = storage.read_bytes(uri).decode("utf-8")
+            text = storage.read_bytes(uri).decode("utf-8").lstrip("\ufeff")
         except UnicodeDecodeError:
             raise SlamError(f"{uri}: not valid UTF-8 (a CSV must be UTF-8 throughout)") from None
-        reader = csv.DictReader(io.StringIO(text), delimiter="\t" if suffix == "tsv" else ",")
-        items = [(f"{uri}:{i + 2}", dict(r), None) for i, r in enumerate(reader)]
+        items = _csv_items(uri, text, "\t" if suffix == "tsv" else ",")
     elif suffix == "parquet":
         import pyarrow.parquet as pq
 
-        table = pq.read_table(io.BytesIO(storage.read_bytes(uri)))
+        try:
+            table = pq.read_table(io.BytesIO(storage.read_bytes(uri)))
+        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid/ArrowIOError subclass these
+            raise SlamError(f"{uri}: not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
         items = [(f"{uri}:row {i}", r, None) for i, r in enumerate(table.to_pylist())]
     else:
         raise SlamError(f"{uri}: unknown file type .{suffix} (use .jsonl, .json, .csv, .tsv or .parquet)")
@@ -297,6 +301,45 @@ def raw_generic(uri: str, mapping: dict[str, str]) -> list[Row]:
         row.setdefault("id", f"{row['problem_id']}-{row.get('lang')}")
         rows.append(row)
     return rows
+
+
+def _csv_items(uri: str, text: str, delimiter: str) -> list[tuple[str, Row | None, Row | None]]:
+    """(where, row, error-row) per CSV record, the first record being the header. A malformed record (an
+    unclosed quote, a field over the csv module's size limit) becomes one parse_error row and parsing
+    resumes on the next line: an unclosed quote cannot fold the rows after it into one silent field."""
+    lines = text.split("\n")
+    header: list[str] | None = None
+    items: list[tuple[str, Row | None, Row | None]] = []
+    start = 0
+    while start < len(lines):
+        reader = csv.reader(io.StringIO("\n".join(lines[start:])), delimiter=delimiter, strict=True)
+        done = 0  # physical lines of this chunk consumed by complete records
+        try:
+            for rec in reader:
+                first, done = start + done + 1, reader.line_num
+                if not any(f.strip() for f in rec):
+                    continue
+                if header is None:
+                    header = rec
+                elif len(rec) != len(header):
+                    where = f"{uri}:{first}"
+                    items.append((where, None, _bad(where, "parse_error", f"expected {len(header)} fields, got "
+                                                    f"{len(rec)}", source="generic", fields=rec[:20])))
+                else:
+                    items.append((f"{uri}:{first}", dict(zip(header, rec, strict=True)), None))
+            break
+        except csv.Error as e:
+            bad = start + done + 1
+            if header is None:
+                raise SlamError(f"{uri}: the header line is not valid CSV ({e})") from None
+            why = ("a field is longer than the csv module's limit" if "field larger" in str(e)
+                   else f"malformed CSV ({e}; an unclosed quote?)")
+            where = f"{uri}:{bad}"
+            items.append((where, None, _bad(where, "parse_error", f"{why}: line {bad} quarantined, reading "
+                                            f"resumes at line {bad + 1}", source="generic",
+                                            line=lines[bad - 1][:500])))
+            start = bad
+    return items
 
 
 # ------------------------------------------------------------------------------------------ Record loaders

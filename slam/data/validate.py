@@ -45,19 +45,62 @@ class ValidationResult:
                 f"(reasons: {reasons}); kept per language: {langs}")
 
 
-def parse_gold(value: Any) -> float | None:
-    """A finite number from 18, 18.0, "18", "1,234", " 7.5 "; None when it is not one."""
+# Languages whose numbers are written 3,5 (decimal comma) and 1.234 (thousands dot).
+DECIMAL_COMMA = frozenset({"de", "fr", "es", "ru", "it", "pt", "nl", "id", "tr", "uk", "pl", "vi"})
+_GROUPED = {",": re.compile(r"-?(\d{1,3}(,\d{3})+|\d{1,2}(,\d{2})+,\d{3})"),  # 1,234,567 and 1,00,000 (Indian)
+            ".": re.compile(r"-?\d{1,3}(\.\d{3})+")}
+_SEPARATORS = re.compile(r"[\s\u00a0\u202f\u2009_']")  # 1 234 / 1'234 thousands spacing
+
+
+def read_number(value: Any, lang: str | None = None) -> float | tuple[float, float] | None:
+    """A gold answer as a finite number, read the way `lang` writes numbers (None/"en": 1,234.5).
+
+    A separator that cannot group thousands is a decimal point ("3,5" and "8.0" are 3.5 and 8.0 in any
+    language); with both, the last one is. A tuple (decimal reading, thousands reading) when a decimal-comma
+    language's row has one separator before exactly three digits: "5,600" (German 5.6, or an English-
+    formatted 5600?) or "1.234" (1234, or 1.234?). None when it is not a number."""
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
         return float(value) if math.isfinite(value) else None
-    if isinstance(value, str):
-        try:
-            v = float(value.replace(",", "").strip())
+    if not isinstance(value, str):
+        return None
+    s = _SEPARATORS.sub("", value.strip()).lstrip("+")
+    if not re.fullmatch(r"-?[\d.,]*\d[\d.,]*", s):
+        try:  # 1e3 and the like; never inf/nan
+            v = float(s)
         except ValueError:
             return None
         return v if math.isfinite(v) else None
-    return None
+    if "," in s and "." in s:  # both: the last one is the decimal separator, the other groups thousands
+        last = max(s.rfind(","), s.rfind("."))
+        d, t = s[last], "." if s[last] == "," else ","
+        head, tail = s[:last], s[last + 1:]
+        if d in head or not tail or not (head.lstrip("-").isdigit() or _GROUPED[t].fullmatch(head)):
+            return None
+        return float(head.replace(t, "") + "." + tail)
+    sep = "," if "," in s else "." if "." in s else ""
+    if not sep:
+        return float(s)
+    grouped = float(s.replace(sep, "")) if _GROUPED[sep].fullmatch(s) else None
+    if s.count(sep) > 1:
+        return grouped
+    head, tail = s.split(sep)
+    if not tail or not head.lstrip("-"):
+        return None if not tail else float(s.replace(sep, "."))
+    decimal = float(head + "." + tail)
+    if grouped is None:  # "3,5", "8.0": no thousands reading, whatever the language's convention
+        return decimal
+    if lang in DECIMAL_COMMA:  # "5,600" / "1.234": German 5.6 / 1234, or English-formatted 5600 / 1.234?
+        return (decimal, grouped)
+    return grouped if sep == "," else decimal
+
+
+def parse_gold(value: Any, lang: str | None = None) -> float | None:
+    """A finite number from 18, 18.0, "18", "1,234", " 7.5 ", "3,5" (de/fr/...: 3.5); None when it is not
+    one, or when `lang`'s number format leaves it ambiguous (see read_number)."""
+    v = read_number(value, lang)
+    return v if isinstance(v, float) else None
 
 
 def encoding_problem(text: str) -> str | None:
@@ -94,7 +137,7 @@ def _check(row: dict[str, Any], *, require_gold: bool, require_answer: bool, max
         return "unknown_lang", f"unknown language code {lang!r}"
     if allowed_langs is not None and lang not in allowed_langs:
         return "unknown_lang", f"language {lang!r} was not requested ({', '.join(sorted(allowed_langs))})"
-    if row.get("gold") not in (None, "") and parse_gold(row["gold"]) is None:
+    if row.get("gold") not in (None, "") and read_number(row["gold"], row.get("_numbers") or lang) is None:
         return "bad_gold", f"gold is not a number: {str(row['gold'])[:40]!r}"
     for f in ("question", "answer"):
         v = row.get(f)
@@ -113,6 +156,35 @@ def _check(row: dict[str, Any], *, require_gold: bool, require_answer: bool, max
     return None
 
 
+def _english_golds(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """problem_id -> the English row's gold: what a parallel row's gold must agree with."""
+    out = {}
+    for r in rows:
+        if r.get("lang") == "en" and not r.get("_error") and r.get("gold") not in (None, ""):
+            v = read_number(r["gold"], r.get("_numbers") or "en")
+            if isinstance(v, float):
+                out[str(r.get("problem_id"))] = v
+    return out
+
+
+def _gold(row: dict[str, Any], english: float | None) -> tuple[float | None, tuple[str, str] | None]:
+    """(gold, None) or (None, quarantine reason): ambiguous separators are settled by the English row of
+    the same problem when there is one, else quarantined; a gold that contradicts that row is too."""
+    if row.get("gold") in (None, ""):
+        return None, None
+    v = read_number(row["gold"], row.get("_numbers") or row["lang"])
+    if isinstance(v, tuple):
+        match = [x for x in v if english is not None and math.isclose(x, english)]
+        if not match:
+            return None, ("bad_gold", f"ambiguous number {row['gold']!r} in a {row['lang']} row: {v[0]:g} "
+                                      f"(decimal comma) or {v[1]:g} (thousands separator)? write it without "
+                                      "a thousands separator")
+        v = match[0]
+    if english is not None and v is not None and not math.isclose(v, english):
+        return None, ("bad_gold", f"gold {row['gold']!r} = {v:g} differs from the English row's {english:g}")
+    return v, None
+
+
 def validate_rows(rows: list[dict[str, Any]], *, langs: list[str] | None = None, what: str = "data",
                   require_gold: bool = True, require_answer: bool = False, max_chars: int = MAX_CHARS,
                   dedupe_text: bool = True, restrict_langs: bool = False) -> ValidationResult:
@@ -128,9 +200,11 @@ def validate_rows(rows: list[dict[str, Any]], *, langs: list[str] | None = None,
     seen_key: dict[tuple[str, str], str] = {}
     seen_text: dict[tuple[str, str], str] = {}
     allowed = set(langs) if (langs and restrict_langs) else None
+    english = _english_golds(rows)
     for row in rows:
         bad = _check(row, require_gold=require_gold, require_answer=require_answer, max_chars=max_chars,
                      allowed_langs=allowed)
+        gold = None
         if bad is None:
             key = (row["problem_id"], row["lang"])
             text_key = (row["lang"], " ".join(row["question"].split()))
@@ -138,6 +212,8 @@ def validate_rows(rows: list[dict[str, Any]], *, langs: list[str] | None = None,
                 bad = ("duplicate", f"same problem_id and language as {seen_key[key]}")
             elif dedupe_text and text_key in seen_text:
                 bad = ("duplicate", f"same question text as {seen_text[text_key]}")
+            else:
+                gold, bad = _gold(row, english.get(row["problem_id"]) if row["lang"] != "en" else None)
         if bad:
             clean = {k: v for k, v in row.items() if not k.startswith("_")}
             res.quarantine.append({"reason": bad[0], "detail": bad[1], "where": row.get("_where", ""), "row": clean})
@@ -145,7 +221,6 @@ def validate_rows(rows: list[dict[str, Any]], *, langs: list[str] | None = None,
         rid = str(row.get("id") or f"{row['problem_id']}-{row['lang']}")
         seen_key[key] = rid
         seen_text.setdefault(text_key, rid)
-        gold = parse_gold(row.get("gold")) if row.get("gold") not in (None, "") else None
         res.records.append(Record(id=rid, problem_id=row["problem_id"], lang=row["lang"], question=row["question"],
                                   answer=row.get("answer") or None, gold=gold, source=str(row.get("source") or "")))
     by_lang = Counter(r.lang for r in res.records)

@@ -102,11 +102,32 @@ def init_ray(ray_address: str | None, num_cpus: int) -> None:
     env = worker_env()
     # Inside a Ray job (KubeRay RayJob, Job Submission API) RAY_ADDRESS names the cluster: join it.
     ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
-    if ray_address:
-        ray.init(address=ray_address, runtime_env={"env_vars": env}, log_to_driver=True)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={
-            "env_vars": env, "worker_process_setup_hook": "slam.distributed.train.quiet_state_api_warnings"})
+    try:
+        if ray_address:
+            ray.init(address=ray_address, runtime_env={"env_vars": env}, log_to_driver=True)
+        else:
+            ensure_session_token()
+            ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={
+                "env_vars": env, "worker_process_setup_hook": "slam.distributed.train.quiet_state_api_warnings"})
+    except ray.exceptions.AuthenticationError as e:
+        raise SlamError(f"Ray token authentication failed ({str(e).splitlines()[0][:160]}): give this process the "
+                        "cluster's token (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH; KubeRay keeps it in the Secret named "
+                        "after the RayCluster), or RAY_AUTH_MODE=disabled for a cluster that runs without auth") from None
+
+
+def ensure_session_token() -> None:
+    """A new local Ray cluster gets a fresh random token in this process's environment (the raylet and
+    workers inherit it, nothing is written to disk) unless the user gave one (RAY_AUTH_TOKEN[_PATH],
+    ~/.ray/auth_token). Only with RAY_AUTH_MODE=token, slam's default."""
+    import secrets
+
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    if (Path.home() / ".ray" / "auth_token").is_file():
+        return
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 
 def fit(cfg: SlamConfig, *, num_workers: int | None = None, storage: str | None = None,

@@ -26,10 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from slam import storage
-from slam.config import SlamConfig, to_dict
+from slam.config import SlamConfig, dump_config
 from slam.errors import SlamError
 from slam.launch.rayjob import (
     ANN_OUTPUTS,
@@ -290,7 +288,7 @@ class KubeRayLauncher:
 
     def _config_uri(self, cfg: SlamConfig, step: str, key: str) -> str:
         uri = storage.join(cfg.storage.root, step, key, "config.yaml")
-        storage.write_text(uri, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        storage.write_text(uri, dump_config(cfg))  # never a tracking URI's user:password@
         return uri
 
     def train(self, cfg: SlamConfig, *, step: str, key: str) -> dict[str, Any]:

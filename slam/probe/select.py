@@ -27,6 +27,27 @@ PROBE_SELECTIONS = ("top-k", "contiguous")
 SELECTIONS = (*PROBE_SELECTIONS, "bottom-k", "random-k", "top-layers")
 
 
+def read_report(uri: str) -> dict:
+    """A probe.json, checked before anything indexes into it: finite scores, selected layers within them."""
+    import math
+
+    from slam import storage
+
+    report = storage.read_json(uri)
+    problems = []
+    scores = report.get("scores") if isinstance(report, dict) else None
+    if not isinstance(scores, list) or not scores or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in scores):
+        problems.append("'scores' must be a non-empty list of finite numbers (one per layer)")
+    layers = report.get("selected_layers") if isinstance(report, dict) else None
+    if not isinstance(layers, list) or not layers or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(scores or []) for i in layers):
+        problems.append("'selected_layers' must be a non-empty list of layer indices within 'scores'")
+    if problems:
+        raise SlamError(f"{uri} is not a valid probe report ({'; '.join(problems)}): write it with `slam probe`")
+    return report
+
+
 def rank_layers(scores: Sequence[float]) -> list[int]:
     """Layer indices, most language-specific first; ties go to the lower layer (deterministic)."""
     return sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))

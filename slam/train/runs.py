@@ -61,7 +61,9 @@ def resolve_layers(cfg: SlamConfig) -> SlamConfig:
         return cfg
     if not t.probe:
         raise SlamError("train.method=slam needs train.layers (e.g. 0-5) or train.probe (a probe.json)")
-    report = storage.read_json(t.probe)
+    from slam.probe.select import read_report
+
+    report = read_report(t.probe)
     if t.top_k is None and t.selection is None:
         layers = list(report["selected_layers"])
     else:
