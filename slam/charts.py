@@ -46,7 +46,7 @@ def compare_bars_png(base: dict, tuned: dict, names: tuple[str, str] = ("base", 
     w = 0.38
     ax.bar([x - w / 2 for x in xs], a, w, label=names[0], color="#9e9e9e")
     bars = ax.bar([x + w / 2 for x in xs], b, w, label=names[1], color="#1f77b4")
-    for x, va, vb, bar in zip(xs, a, b, bars, strict=True):
+    for va, vb, bar in zip(a, b, bars, strict=True):
         if va == va and vb == vb:  # not NaN
             d = vb - va
             ax.annotate(f"{d:+.1f}", (bar.get_x() + bar.get_width() / 2, max(va, vb)), xytext=(0, 3),

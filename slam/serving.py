@@ -62,7 +62,8 @@ class SlamDeltaModel(mlflow.pyfunc.PythonModel):
         self.model, self.tokenizer = load_model_with_delta(cfg["base"], context.artifacts["delta"])
         self.model.eval()
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> list[str]:
+    # model_input is left unannotated: MLflow would read a type hint as a schema; ours is the signature
+    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> list[str]:  # noqa: ANN001
         from slam.generation import generate
 
         max_new = int((params or {}).get("max_new_tokens") or self.max_new_tokens)

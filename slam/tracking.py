@@ -58,6 +58,15 @@ _MAX_PARAM_LEN = 6000
 # view from this query parameter or the browser's last choice, not from the experiment's tags).
 TRAINING_VIEW = "workflowType=machine_learning"
 
+# A new experiment: the note on its overview page, and the kind that MLflow UIs which read it open in
+# (3.17 ignores it and takes the view from the URL: see runs_url).
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    "mlflow.note.content": "SLAM runs: one parent run per pipeline run with its steps nested (data, probe, tune, "
+    "train, eval-base, eval-slam, register). Compare base and SLAM on the `acc/<task>/<lang>` metrics (percent); "
+    "the eval-slam run also carries `base/…` and `delta/…`.",
+}
+
 T = TypeVar("T")
 
 
@@ -180,6 +189,223 @@ class NullTracker:
     enabled = False
     uri = ""
     experiment_id = ""
+
+    @contextlib.contextmanager
+    def run(self, name: str, key: str, tags: dict | None = None, parent_run_id: str | None = None,
+            parent_key: str | None = None, background: bool = False,
+            system_metrics: bool = False) -> Iterator[NullRun]:
+        yield NullRun()
+
+    def find_run(self, key: str) -> None:
+        return None
+
+    def pipeline_run(self, kfp_run_id: str, name: str = "", call: Any = None) -> str:
+        return ""
+
+    def set_pipeline_status(self, run_id: str, status: str) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------------------------------
+# MLflow
+
+
+class MlflowRun:
+    """One MLflow run addressed by id; every call goes through the tracker's bounded retries."""
+
+    def __init__(self, tracker: MlflowTracker, run_id: str, name: str) -> None:
+        self._t = tracker
+        self.id = run_id
+        self.name = name
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(str(k), _param_value(v)) for k, v in params.items() if v is not None]
+        # Re-attached runs re-log the same params: skip those already there (MLflow rejects changed values).
+        existing = self._t._call("get run", self._t.client.get_run, self.id).data.params
+        changed = [p.key for p in items if p.key in existing and existing[p.key] != p.value]
+        if changed:
+            raise SlamError(f"MLflow run {self.id} ({self.name}) already has different values for params "
+                            f"{', '.join(changed)}: use a new run key for a changed config")
+        items = [p for p in items if p.key not in existing]
+        for i in range(0, len(items), 100):  # MLflow's log_batch limit is 100 params
+            self._t._call("log params", self._t.client.log_batch, self.id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [Metric(k, v, ts, int(step or 0)) for k, v in _numeric(metrics).items()]
+        for i in range(0, len(items), 1000):
+            self._t._call("log metrics", self._t.client.log_batch, self.id, metrics=items[i:i + 1000])
+
+    def log_artifact(self, local_path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        p = Path(local_path)
+        if not p.exists():
+            raise SlamError(f"cannot log artifact {p}: no such file or directory")
+        fn = self._t.client.log_artifacts if p.is_dir() else self._t.client.log_artifact
+        self._t._call(f"log artifact {p.name}", fn, self.id, str(p), artifact_path)
+
+    def log_dict(self, obj: Any, artifact_file: str) -> None:
+        self.log_text(json.dumps(obj, indent=2, default=str), artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        with tempfile.TemporaryDirectory(prefix="slam-track-") as tmp:
+            f = Path(tmp) / Path(artifact_file).name
+            f.write_text(text, encoding="utf-8")
+            parent = str(Path(artifact_file).parent)
+            self.log_artifact(f, None if parent == "." else parent)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(str(k), _param_value(v)) for k, v in tags.items() if v is not None]
+        if items:
+            self._t._call("set tags", self._t.client.log_batch, self.id, tags=items)
+
+    def log_dataset(self, dataset: Any) -> None:
+        self._t._call("log dataset", self._t.client.log_inputs, self.id, datasets=[dataset])
+
+
+class MlflowTracker:
+    """MLflow tracking through `MlflowClient` with explicit run ids and bounded retries."""
+
+    enabled = True
+
+    def __init__(self, uri: str, experiment: str = "slam", retries: int = 3, backoff_s: float = 0.5,
+                 parent: str = "", outage_wait_s: float = 600.0) -> None:
+        self.uri = uri
+        self.parent = parent
+        self.experiment = experiment
+        self.retries = max(0, retries)
+        self.backoff_s = backoff_s
+        self.outage_wait_s = outage_wait_s
+        self._client = None
+        self._experiment_id: str | None = None
+        self._parents: dict[str, str] = {}
+
+    def __getstate__(self) -> dict:  # picklable into Ray workers: the client is rebuilt there
+        return {**self.__dict__, "_client": None}
+
+    @property
+    def client(self):
+        if self._client is None:
+            # Our retries are the bounded ones: MLflow's HTTP layer would otherwise retry 7 times with
+            # exponential backoff (minutes) before we see the first error.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        return self._client
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """fn(*args) with `retries` retries on transient errors (backoff 0.5, 1, 2 s…), then a SlamError."""
+        from mlflow.exceptions import MlflowException
+
+        for attempt in range(self.retries + 1):
+            try:
+                return fn(*args, **kwargs)
+            except (MlflowException, OSError, ConnectionError) as e:
+                if not is_transient(e):
+                    raise SlamError(f"MLflow {what} failed at {self.uri}: {_first_line(e)}") from None
+                err: Exception = e
+            if attempt < self.retries:
+                delay = self.backoff_s * 2 ** attempt
+                log.debug("MLflow %s failed (%s); retry %d/%d in %.1f s", what, _first_line(err),
+                          attempt + 1, self.retries, delay)
+                time.sleep(delay)
+        raise SlamError(f"MLflow {what} failed at {self.uri} after {self.retries + 1} attempts: "
+                        f"{_first_line(err)} (results already written to storage are kept)")
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            exp = self._call("get experiment", self.client.get_experiment_by_name, self.experiment)
+            if exp is None:
+                from mlflow.exceptions import MlflowException
+
+                try:
+                    self._experiment_id = self.client.create_experiment(
+                        self.experiment, artifact_location=self._artifact_location(), tags=EXPERIMENT_TAGS)
+                except MlflowException:  # created meanwhile by another process
+                    exp = self._call("get experiment", self.client.get_experiment_by_name, self.experiment)
+                    if exp is None:
+                        raise SlamError(f"MLflow: cannot create experiment {self.experiment!r} at {self.uri}") \
+                            from None
+                    self._experiment_id = exp.experiment_id
+            else:
+                self._experiment_id = exp.experiment_id
+        return self._experiment_id
+
+    def _artifact_location(self) -> str | None:
+        # The embedded sqlite store keeps artifacts next to its db; a server decides for itself.
+        if self.uri.startswith("sqlite:///"):
+            root = Path(self.uri[len("sqlite:///"):]).parent
+            return (root / "artifacts" / self.experiment).resolve().as_uri()
+        return None
+
+    def _search_key(self, key: str, call: Callable) -> list[Any]:
+        return call("search runs", self.client.search_runs, [self.experiment_id],
+                    filter_string=f"tags.`{RUN_KEY_TAG}` = '{_quote(key)}'",
+                    order_by=["attributes.start_time ASC"], max_results=10)
+
+    def find_run(self, key: str):
+        """The oldest active run tagged `slam.run_key=key`, or None."""
+        runs = self._search_key(key, self._call)
+        return runs[0] if runs else None
+
+    def find_or_create(self, name: str, key: str, tags: dict[str, str], call: Callable | None = None) -> str:
+        """The run tagged `slam.run_key=key` (reopened), or a new one. `call` = how to call MLflow
+        (default: bounded retries; the background writer passes its own)."""
+        call = call or self._call
+        runs = self._search_key(key, call)
+        if runs:
+            found = runs[0]
+            if found.info.status != "RUNNING":
+                call("reopen run", self.client.update_run, found.info.run_id, status="RUNNING")
+            log.debug("MLflow: re-attached to run %s (%s)", found.info.run_id, key)
+            return found.info.run_id
+        run = call("create run", self.client.create_run, self.experiment_id, run_name=name, tags=tags)
+        # Two processes may have raced past the search: keep the oldest run, delete ours if we lost.
+        runs = self._search_key(key, call)
+        if runs and runs[0].info.run_id != run.info.run_id:
+            call("delete duplicate run", self.client.delete_run, run.info.run_id)
+            return runs[0].info.run_id
+        return run.info.run_id
+
+    def pipeline_run(self, kfp_run_id: str, name: str = "", call: Callable | None = None) -> str:
+        """The one parent run of KFP run `kfp_run_id` (found or created), RUNNING while steps run."""
+        if not kfp_run_id:
+            return ""
+        key = f"pipeline/{kfp_run_id}"
+        if key not in self._parents:
+            tags = {**pipeline_tags(), "kfp.run_id": kfp_run_id, RUN_KEY_TAG: key, STEP_TAG: "pipeline"}
+            if name:
+                tags["kfp.run_name"] = name
+            self._parents[key] = self.find_or_create(name or f"pipeline-{kfp_run_id[:8]}", key, tags, call)
+        return self._parents[key]
+
+    def resolve_parent(self, key: str, call: Callable | None = None) -> str:
+        """The MLflow id of the run with key `key` (created when it does not exist yet: a pipeline's parent
+        run, or a Tune search's run that an outage kept from being created before its trials)."""
+        if key.startswith("pipeline/"):
+            return self.pipeline_run(key[len("pipeline/"):], call=call)
+        if key not in self._parents:
+            self._parents[key] = self.find_or_create(key.rsplit("/", 1)[-1], key, {RUN_KEY_TAG: key}, call)
+        return self._parents[key]
+
+    def set_pipeline_status(self, run_id: str, status: str) -> None:
+        """FINISHED by the last step, FAILED by a failing one (a KFP retry reopens it)."""
+        if run_id:
+            self._call("set pipeline status", self.client.update_run, run_id, status=status)
+
+    def _parent_key(self, key: str, parent_key: str | None) -> str:
+        """Explicit parent key, else the tracker's (cfg.tracking.parent), else KFP_RUN_ID from the env."""
+        env = os.environ.get("KFP_RUN_ID") or os.environ.get("SLAM_PIPELINE_RUN_ID")
+        chosen = parent_key or self.parent or (f"pipeline/{env}" if env else "")
+        return "" if chosen == key else chosen
 
     @contextlib.contextmanager
     def run(self, name: str, key: str, tags: dict | None = None, parent_run_id: str | None = None,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from slam import storage as store
 from slam.config import TrackingConfig
 from slam.errors import SlamError
 
@@ -104,3 +105,101 @@ def history_markdown(history: list[dict], val: list[dict], run_name: str, delta_
             + (f"| val loss (last) | {vl[-1]['val_loss']:.3f} |\n" if vl else "")
             + f"| training time | {secs:.0f} s |\n\nDelta: `{delta_uri}`\n" if history else
             f"# Training: {run_name}\n\nDelta: `{delta_uri}`\n")
+
+
+def champion_languages(tc: Any, name: str) -> list[str] | None:
+    """The languages the champion of `name` was trained on (None: no champion yet)."""
+    from slam.gate import TRAINED_TAG
+    from slam.registry import _champion
+    from slam.tracking import get_tracker
+
+    champ = _champion(get_tracker(tc), name)
+    if champ is None:
+        return None
+    return [x for x in dict(champ.tags).get(TRAINED_TAG, "").split(",") if x]
+
+
+def track_data(tc: Any, key: str, uri: str, langs: list[str], manifest: dict, md: str, params: dict,
+               new: list[str]) -> None:
+    """The data step's run: its parameters, the train/val datasets (mlflow.log_input), manifest + summary."""
+    from slam.tracking import STEP_TAG, dataset_input, get_tracker
+    from slam.train.runs import data_fingerprint
+
+    with get_tracker(tc).run("data", key=key, tags={STEP_TAG: "data", "slam.languages": ",".join(langs),
+                                                    "slam.new_languages": ",".join(new) or None},
+                             background=True) as run:
+        run.log_params({**params, "languages": ",".join(langs), "data_uri": uri})
+        if manifest:
+            digest = data_fingerprint(uri)
+            counts = data_counts(manifest)
+            for split in ("train", "val"):
+                run.log_dataset(dataset_input(split, uri, digest=digest, context=split, languages=langs,
+                                              counts={k: v for k, v in counts.items() if k.startswith(split)},
+                                              columns=["id", "lang", "task", "instruction", "response"]))
+            run.log_dict(manifest, "data/manifest.json")
+        run.log_text(md, "data/summary.md")
+
+
+def baseline_report(baseline_uri: str, task: str) -> dict | None:
+    """The base's report for `task`: baseline_uri is the base step's first eval.json; siblings per task."""
+    if not baseline_uri:
+        return None
+    uri = baseline_uri if f"/{task}/" in baseline_uri else \
+        store.join(baseline_uri.rsplit("/", 2)[0], task, "eval.json")
+    return store.read_json(uri) if store.exists(uri) else None
+
+
+def track_eval_task(run: Any, task: str, task_uri: str, report: dict, label: str, baseline_uri: str,
+                    data_uri: str) -> None:
+    """One task's numbers, files and questions (a dataset input) on the eval run; with a baseline also
+    the base's numbers, the differences and the comparison chart."""
+    import tempfile
+    from pathlib import Path
+
+    from slam.charts import compare_bars_png
+    from slam.tracking import dataset_input
+
+    run.log_metrics(accuracy_metrics(report, task))
+    base = baseline_report(baseline_uri, task)
+    if base is not None:
+        run.log_metrics(accuracy_metrics(base, task, prefix="base"))
+        run.log_metrics(delta_metrics(base, report, task))
+        run.log_text(compare_markdown(base, report, label), f"{task}/base_vs_{label}.md")
+        with tempfile.TemporaryDirectory(prefix="slam-cmp-") as d:
+            f = Path(d) / f"base_vs_{label}.png"
+            f.write_bytes(compare_bars_png(base, report, ("base", label)))
+            run.log_artifact(f, task)
+    with store.local_copy(task_uri) as d:
+        for f in ("eval.json", "eval.png", "eval.md"):
+            if (d / f).exists():
+                run.log_artifact(d / f, task)
+    src = store.join(data_uri, "test.jsonl") if task == "synthetic" and data_uri else report.get("meta", {}).get("data", "")
+    if src:
+        # the questions' own bytes when they are one file; a benchmark dir is identified by its location
+        digest = store.fingerprint_bytes(store.read_bytes(src) if src.endswith(".jsonl") and store.exists(src)
+                                         else str(src).encode())
+        run.log_dataset(dataset_input(
+            f"{task}-test", str(src), digest=digest, context="evaluation", languages=list(report["per_lang"]),
+            counts={"questions": sum(r["total"] for r in report["per_lang"].values()),
+                    **{f"questions_{k}": r["total"] for k, r in report["per_lang"].items()}},
+            columns=["id", "lang", "question", "gold"]))
+
+
+def compare_markdown(base: dict, report: dict, label: str) -> str:
+    from slam.evaluate import compare_table
+
+    return f"# base vs {label}\n\n{compare_table(base, report, ('base', label))}\n"
+
+
+def training_run(tracker: Any, delta_uri: str) -> str:
+    """MLflow id of the run that trained `delta_uri` (lineage tag), '' when unknown or MLflow is down."""
+    if not delta_uri or not getattr(tracker, "enabled", False):
+        return ""
+    from slam.delta import read_manifest
+    from slam.registry import training_run_id
+
+    try:
+        return training_run_id(tracker, read_manifest(delta_uri))
+    except SlamError as e:
+        log.warning("cannot look up the training run of %s: %s", delta_uri, e)
+        return ""

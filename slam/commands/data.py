@@ -118,30 +118,10 @@ def _default_shared() -> str:
 
 
 def _build_from_records(args: argparse.Namespace) -> dict:
-    from slam import storage
-    from slam.data.build import make_examples, sha256_file, split_by_problem, write_dataset
-    from slam.data.loaders import raw_records
-    from slam.data.validate import validate_rows
+    from slam.data.langdirs import build_from_records
 
-    rows = [r for uri in args.records for r in raw_records(uri)]
-    langs = _langs(args.langs)
-    res = validate_rows(rows, langs=langs, what=", ".join(args.records), require_gold=False)
-    records = [r for r in res.records if not langs or r.lang in langs or r.lang == "en"]
-    quarantine = list(res.quarantine)
-    val_ids = split_by_problem({r.problem_id for r in records}, args.val_fraction, args.seed)
-    examples = {}
-    for split, in_val in (("train", False), ("val", True)):
-        ex, q = make_examples([r for r in records if (r.problem_id in val_ids) == in_val],
-                              translation_ratio=args.translation_ratio, seed=args.seed)
-        examples[split] = [e for e in ex if not (args.no_english and e["lang"] == "en")]
-        quarantine += [{"reason": "no_pair", "detail": x.pop("reason"), "where": "", "row": x} for x in q]
-    sources = {}
-    for uri in args.records:
-        with storage.local_copy(uri) as p:
-            sources[uri] = sha256_file(p)
-    manifest = {"generator": "slam.data.build/records", "seed": args.seed, "translation_ratio": args.translation_ratio,
-                "val_fraction": args.val_fraction, "sources": sources, "validation": res.summary}
-    return write_dataset(args.out, examples, manifest, quarantine=quarantine)
+    return build_from_records(args.records, args.out, langs=_langs(args.langs), translation_ratio=args.translation_ratio,
+                              val_fraction=args.val_fraction, seed=args.seed, include_english=not args.no_english)
 
 
 def _guess_format(name: str) -> str:
