@@ -53,6 +53,9 @@ def questions(model_input: Any) -> list[str]:
 class SlamDeltaModel(mlflow.pyfunc.PythonModel):
     """Questions in, generated answers out (prompt template from model_config, default alpaca)."""
 
+    # The explicit signature is the schema (DataFrame, dict or list in): no type-hint validation or its warnings
+    _skip_type_hint_validation = True
+
     def load_context(self, context: Any) -> None:
         from slam.delta import load_model_with_delta
 
@@ -62,8 +65,7 @@ class SlamDeltaModel(mlflow.pyfunc.PythonModel):
         self.model, self.tokenizer = load_model_with_delta(cfg["base"], context.artifacts["delta"])
         self.model.eval()
 
-    # model_input is left unannotated: MLflow would read a type hint as a schema; ours is the signature
-    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> list[str]:  # noqa: ANN001
+    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> list[str]:
         from slam.generation import generate
 
         max_new = int((params or {}).get("max_new_tokens") or self.max_new_tokens)
@@ -72,4 +74,4 @@ class SlamDeltaModel(mlflow.pyfunc.PythonModel):
         return completions
 
 
-mlflow.models.set_model(SlamDeltaModel())
+mlflow.models.set_model(SlamDeltaModel())  # what MLflow loads: this file is the model's code
