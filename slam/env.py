@@ -22,6 +22,9 @@ DEFAULTS = {
     "TOKENIZERS_PARALLELISM": "false",
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    # MLflow prints "View run <url>" on every run end (a URL that opens the GenAI view); slam prints its
+    # own links where they help (the demo summary)
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
     # Local Ray started by slam (laptop, CI, kfp.local) runs without auth; clusters keep Ray's default.
     "RAY_AUTH_MODE": "disabled",
 }

@@ -197,11 +197,10 @@ def _gate_version(tracker: MlflowTracker, name: str, version: Any, margin: float
     return decision
 
 
-def _decide_in_order(tracker: MlflowTracker, name: str, version: str, margin: float,
-                     wait_s: float = GATE_WAIT_S) -> tuple[Decision | None, Any]:
+def _decide_in_order(tracker: MlflowTracker, name: str, version: str, margin: float) -> tuple[Decision | None, Any]:
     """Gate `version` once every earlier version is decided. Returns (decision, the version as now
     registered); decision None when it had already been decided (its `slam.gate` tag says how)."""
-    deadline = time.time() + wait_s
+    deadline = time.time() + GATE_WAIT_S
     while True:
         versions = [v for v in _versions(tracker, name) if FINGERPRINT_TAG in v.tags]
         mine = next((v for v in versions if str(v.version) == str(version)), None)
@@ -279,8 +278,10 @@ def register_delta(tracking: TrackingConfig, delta_uri: str, eval_uri: str, *, n
     else:
         msg = f"delta {fp} is already version {mv.version} of {name} ({alias}: {reason}); nothing registered"
     log.info(msg)
+    model_id = getattr(mv, "model_id", None) or (mv.source[len("models:/"):] if str(mv.source).startswith("models:/m-")
+                                                 else "")
     return RegisterResult(name, str(mv.version), CHAMPION if is_champ else alias, is_champ, created, msg, run.id,
-                          f"models:/{name}/{mv.version}", source_run, getattr(mv, "model_id", "") or "", table)
+                          f"models:/{name}/{mv.version}", str(mv.run_id or source_run), model_id, table)
 
 
 def model_card(name: str, manifest: dict, evidence: Evidence, base: str, delta_uri: str, train_run: str) -> str:
