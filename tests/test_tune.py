@@ -114,7 +114,7 @@ def test_bad_config_fails_before_ray_starts(sections, message):
 def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     from slam.cli import main
 
-    rc = main(["tune", "--set", f"train.probe={tmp_path}/missing.json", "--set", "tune.k_grid=[2]"])
+    rc = main(["tune", f"train.probe={tmp_path}/missing.json", "tune.k_grid=[2]"])
     err = capsys.readouterr().err
     assert rc == 2 and "missing.json" in err and len(err.strip().splitlines()) == 1
 

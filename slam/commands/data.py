@@ -20,10 +20,18 @@ def _langs(text: str | None) -> list[str] | None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="build, generate and validate multilingual reasoning data")
-    dsub = p.add_subparsers(dest="data_command", metavar="<action>", required=True)
+    from slam.commands import command, group
 
-    s = dsub.add_parser("synth", help="generate the synthetic parallel word-problem world (demo data)")
+    _, dsub = group(sub, "data", help="build, generate and validate multilingual reasoning data",
+                    examples=["slam data synth --out runs/w --langs en,de,fr,zh,th,sw",
+                              "slam data build --out runs/real --shared-data ../shared/data",
+                              "slam data validate ../shared/data/mgsm/mgsm_de.tsv"])
+
+    s = command(dsub, "synth", help="generate the synthetic parallel word-problem world (demo data)",
+                description="The same word problems in every language (templates x lexicon), as a built dataset: "
+                            "train/val examples (cot + translate) and test/probe questions.",
+                examples=["slam data synth --out runs/w --langs en,de,fr,zh,th,sw --n-train 240",
+                          "slam data synth --out s3://bucket/data/synth --seed 1"])
     s.add_argument("--out", required=True, help="output dir or s3:// URI")
     s.add_argument("--langs", default=None, help="comma list (default: en,de,fr,es,ru,zh,ja,th,sw)")
     s.add_argument("--n-train", type=int, default=2000, help="training problems (each in every language)")
@@ -35,7 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="X->English translation examples per non-English cot example, 0..1")
     s.set_defaults(func=run_synth)
 
-    b = dsub.add_parser("build", help="build a SLAM training set (cot + translate tasks, split by problem)")
+    b = command(dsub, "build", help="build a SLAM training set (cot + translate tasks, split by problem)",
+                description="From the shared real data (GSM8K CoT + QAlign translations) or from Record JSONL files "
+                            "(one file per language, parallel by problem_id; en rows carry the English CoT). Bad rows "
+                            "are quarantined with reasons, never dropped silently.",
+                examples=["slam data build --out runs/real --shared-data ../shared/data --langs de,fr,sw",
+                          "slam data build --out runs/mine --records langs/en/train.jsonl langs/sw/train.jsonl"])
     b.add_argument("--out", required=True, help="output dir or s3:// URI")
     src = b.add_mutually_exclusive_group()
     src.add_argument("--shared-data", default=None,
@@ -50,7 +63,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--seed", type=int, default=0)
     b.set_defaults(func=run_build)
 
-    v = dsub.add_parser("validate", help="check a data file; bad rows go to a quarantine file with reasons")
+    v = command(dsub, "validate", help="check a data file; bad rows go to a quarantine file with reasons",
+                description="Reads any supported format, reports counts per language and quarantines bad rows "
+                            "(exit 2 when nothing usable is left).",
+                examples=["slam data validate ../shared/data/mgsm/mgsm_de.tsv",
+                          "slam data validate my.csv --format generic --map question=q,gold=answer,lang==de"])
     v.add_argument("file", help="local path or s3:// URI")
     v.add_argument("--format", default="auto", choices=FORMATS,
                    help="auto = guess from the name (mgsm_xx.tsv, test_<Language>.json, mgsm_<Language>.json, "

@@ -47,10 +47,19 @@ def _command(args: argparse.Namespace) -> list[str]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("launch", help="run a step on Kubernetes (KubeRay RayJob) or an existing Ray cluster")
-    lsub = p.add_subparsers(dest="launch_command", metavar="<target>", required=True)
+    from slam.commands import command, group
 
-    r = lsub.add_parser("rayjob", help="create (or re-attach to) a KubeRay RayJob and wait for it")
+    _, lsub = group(sub, "launch", help="run a step on Kubernetes (KubeRay RayJob) or an existing Ray cluster",
+                    metavar="<target>", examples=["slam launch rayjob --print --run-id R --step train -- slam train "
+                                                  "--config s3://bucket/cfg.yaml"])
+
+    r = command(lsub, "rayjob", help="create (or re-attach to) a KubeRay RayJob and wait for it",
+                description="The same run id + step always maps to the same RayJob name: running the command again "
+                            "re-attaches instead of starting a duplicate. Everything after `--` is the step's own "
+                            "command line.",
+                examples=["slam launch rayjob --print --run-id R --step train --workers 2 -- slam train --config "
+                          "s3://bucket/run/config.yaml",
+                          "slam launch rayjob --namespace slam --run-id R --step train -- slam train --config s3://b/c.yaml"])
     r.add_argument("--run-id", required=True, help="KFP run id (names the RayJob deterministically)")
     r.add_argument("--step", required=True, help="pipeline step name, e.g. train or tune")
     r.add_argument("--namespace", default="slam")
@@ -75,7 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("step_command", nargs=argparse.REMAINDER, help="-- slam <step> …")
     r.set_defaults(func=run_rayjob)
 
-    s = lsub.add_parser("submit", help="submit to an existing Ray cluster (Ray Job Submission API) and wait")
+    s = command(lsub, "submit", help="submit to an existing Ray cluster (Ray Job Submission API) and wait",
+                examples=["slam launch submit --address http://127.0.0.1:8265 --run-id R --step train -- slam train "
+                          "--config c.yaml"])
     s.add_argument("--address", required=True, help="Ray dashboard URL, e.g. http://127.0.0.1:8265")
     s.add_argument("--run-id", default=None, help="KFP run id (with --step: derives the submission id)")
     s.add_argument("--step", default=None)

@@ -20,7 +20,14 @@ from slam.errors import SlamError
 
 def register(sub: argparse._SubParsersAction) -> None:
     d = ProbeConfig()
-    p = sub.add_parser("probe", help="find the language-specific layers (msd | lape | cosine) and select k of them")
+    from slam.commands import command
+
+    p = command(sub, "probe", help="find the language-specific layers (msd | lape | cosine) and select k of them",
+                description="Runs parallel questions through the model, scores every layer's language-specificity "
+                            "and selects k layers. Writes probe.json, heatmap.png (layer x language, selection "
+                            "marked), scores.png and summary.md under --out.",
+                examples=["slam probe --model pypi:smollm2 --data runs/w --langs en,de,zh --out runs/probe",
+                          "slam probe --model $M --data ../shared/data/mgsm --method lape --top-k 6 --out s3://b/probe"])
     p.add_argument("--model", required=True, help="model: HF dir, s3://bucket/prefix, hf:org/name or pypi:smollm2")
     p.add_argument("--data", required=True, help="Record JSONL, a dir with probe.jsonl, or an MGSM dir (local/s3)")
     p.add_argument("--langs", default=",".join(d.langs), help="comma list, e.g. en,de,zh (default: all in the data)")
