@@ -29,8 +29,8 @@ def generate(model: Any, tokenizer: Any, instructions: Sequence[str], *, batch_s
     the first stop string (default: the template's STOP_STRINGS); also the number of tokens generated
     (EOS included, padding not)."""
     import torch
-    from tqdm.auto import tqdm
 
+    from slam.progress import progress as progress_bar
     from slam.prompts import encode_prompt
 
     stop_strings = STOP_STRINGS[template] if stop_strings is None else tuple(stop_strings)
@@ -46,7 +46,7 @@ def generate(model: Any, tokenizer: Any, instructions: Sequence[str], *, batch_s
     was_training = model.training
     model.eval()
     stop_kw = {"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}
-    bar = tqdm(total=len(prompts), desc="generate", unit="q", disable=not progress)
+    bar = progress_bar(len(prompts), "generate", "q", enabled=progress)  # ETA lines off a terminal
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]

@@ -175,10 +175,11 @@ def test_training_survives_a_60_s_mlflow_outage_and_its_metrics_arrive(mlflow_se
     down, and every metric point reaches MLflow once it is back."""
     import threading
 
+    from test_train import make_dataset
+
     from slam.config import load_config
     from slam.testing import save_tiny
     from slam.train import batches, train_local
-    from test_train import make_dataset
 
     data, texts = make_dataset(tmp_path / "data")
     model = save_tiny(tmp_path / "model", "llama", num_layers=4, texts=texts)
@@ -232,31 +233,35 @@ def test_runs_compare_matches_the_rest_api(mlflow_uri, capsys):
 
     cfg = TrackingConfig(uri=mlflow_uri, experiment="compare")
     t = get_tracker(cfg)
-    with t.run("tune", key="tune-1") as parent:
-        for k, acc in [(2, 0.25), (4, 0.5)]:
-            with t.run(f"trial-k{k}", key=f"trial-{k}", parent_run_id=parent.id) as run:
-                run.log_params({"k": k, "layers": list(range(k)), "lr": 1e-4})
-                run.log_metrics({"acc_de": acc, "acc_en": 0.6, "average": (acc + 0.6) / 2})
-    rows = {r["run"]: r for r in compare_runs(cfg)}
-    assert rows["trial-k4"]["k"] == "4" and rows["trial-k4"]["acc_de"] == 0.5
-    assert rows["trial-k2"]["parent_run_id"] == parent.id
+    pid = t.pipeline_run("kfp-cmp", name="slam-cmp")
+    for label, de, en in (("base", 0.0, 12.5), ("slam", 25.0, 20.8)):
+        with t.run(f"eval-{label}", key=f"kfp-cmp/eval-{label}", parent_run_id=pid,
+                   tags={"slam.step": "eval", "slam.label": label}) as run:
+            run.log_metrics({"acc/synthetic/de": de, "acc/synthetic/en": en, "acc/synthetic/avg_non_en": de})
+            if label == "slam":
+                run.log_params({"k": 6, "layers": "2,11,13"})
+                run.log_metrics({"delta/synthetic/de": 25.0, "base/synthetic/de": 0.0})
+    with t.run("other", key="other") as other:
+        other.log_metrics({"acc/synthetic/de": 99.0})
+    rows = {r["run"]: r for r in compare_runs(cfg, pipeline_run=pid)}
+    assert set(rows) == {"eval-base", "eval-slam"}          # one pipeline run's steps only
+    assert rows["eval-slam"]["de"] == 25.0 and rows["eval-slam"]["Δ de"] == 25.0 and rows["eval-slam"]["k"] == "6"
+    assert rows["eval-base"]["en"] == 12.5 and "Δ de" not in rows["eval-base"]
 
     body = json.dumps({"experiment_ids": [t.experiment_id], "max_results": 100}).encode()
     req = urllib.request.Request(f"{mlflow_uri}/api/2.0/mlflow/runs/search", data=body,
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req) as resp:
-        api = json.load(resp)["runs"]
-    assert len(api) == len(rows) == 3
-    for r in api:
-        row = rows[r["info"]["run_name"]]
-        metrics = {m["key"]: m["value"] for m in r["data"].get("metrics", [])}
-        params = {p["key"]: p["value"] for p in r["data"].get("params", [])}
-        assert {k: v for k, v in row.items() if k.startswith("acc_")} == \
-            {k: v for k, v in metrics.items() if k.startswith("acc_")}
-        assert row.get("k") == params.get("k") and row.get("layers") == params.get("layers")
+        api = {r["info"]["run_name"]: r for r in json.load(resp)["runs"]}
+    for name, row in rows.items():
+        metrics = {m["key"]: m["value"] for m in api[name]["data"].get("metrics", [])}
+        assert {f"acc/synthetic/{k}": v for k, v in row.items() if k in ("de", "en", "avg_non_en")} == \
+            {k: v for k, v in metrics.items() if k.startswith("acc/")}
 
     assert main(["runs", "compare", "--experiment", "compare", "--tracking-uri", mlflow_uri]) == 0
     out = capsys.readouterr().out
-    assert "trial-k2" in out and "trial-k4" in out and "acc_de" in out and "0.5000" in out
+    header = out.splitlines()[0].split()
+    assert header[:2] == ["run", "step"] and "en" in header and "de" in header and header.index("en") < header.index("de")
+    assert "eval-slam" in out and "25.0" in out and "+25.0" in out and "other" in out
     assert main(["runs", "compare", "--experiment", "nope", "--tracking-uri", mlflow_uri]) == 2
     assert "no MLflow experiment named 'nope'" in capsys.readouterr().err
