@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                 description="The same word problems in every language (templates x lexicon), as a built dataset: "
                             "train/val examples (cot + translate) and test/probe questions.",
                 examples=["slam data synth --out runs/w --langs en,de,fr,zh,th,sw --n-train 240",
-                          "slam data synth --out s3://bucket/data/synth --seed 1"])
+                          "slam data synth --out s3://bucket/data/synth --seed 1",
+                          "slam data synth --per-language --out s3://bucket/languages --langs sw   # a new language"])
     s.add_argument("--out", required=True, help="output dir or s3:// URI")
     s.add_argument("--langs", default=None, help="comma list (default: en,de,fr,es,ru,zh,ja,th,sw)")
     s.add_argument("--n-train", type=int, default=2000, help="training problems (each in every language)")
@@ -41,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--translation-ratio", type=float, default=1.0,
                    help="X->English translation examples per non-English cot example, 0..1")
+    s.add_argument("--per-language", action="store_true",
+                   help="write one folder per language (<out>/<code>/train|test|probe.jsonl), the layout a "
+                        "schedule watches (pipeline parameter languages_uri); same seed = parallel problems")
     s.set_defaults(func=run_synth)
 
     b = command(dsub, "build", help="build a SLAM training set (cot + translate tasks, split by problem)",
@@ -95,6 +99,13 @@ def run_synth(args: argparse.Namespace) -> int:
     from slam.data.synth import synth
 
     t0 = time.perf_counter()
+    if args.per_language:
+        from slam.data.langdirs import write_synthetic_languages
+
+        langs = write_synthetic_languages(args.out, _langs(args.langs) or [], n_train=args.n_train + args.n_val,
+                                          n_test=args.n_test, n_probe=args.n_probe, seed=args.seed)
+        print(f"wrote {', '.join(f'{args.out}/{x}/' for x in langs)} in {time.perf_counter() - t0:.2f}s")
+        return 0
     manifest = synth(args.out, langs=_langs(args.langs), n_train=args.n_train, n_val=args.n_val,
                      n_test=args.n_test, n_probe=args.n_probe, seed=args.seed,
                      translation_ratio=args.translation_ratio)

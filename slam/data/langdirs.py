@@ -8,6 +8,7 @@
 
     list_languages("s3://bucket/languages")                          # ["de", "en", "sw"]
     build_from_languages("s3://bucket/languages", "s3://b/data/x")    # a built dataset (slam.data.build)
+    slam data synth --per-language --out runs/languages --langs en,de,fr   # the demo world in this layout
 
 A folder counts once its train.jsonl exists (write it last). `build_from_records` is the one builder
 from Record files (also `slam data build --records`): rows validated and quarantined, problems split
@@ -97,3 +98,20 @@ def build_from_languages(root: str, out: str, langs: list[str] | None = None, *,
                               translation_ratio=translation_ratio, val_fraction=val_fraction, seed=seed,
                               records={k: v for k, v in extra.items() if v},
                               extra_manifest={"langs": use, "languages_root": root})
+
+
+def write_synthetic_languages(out: str, langs: list[str], *, n_train: int, n_test: int, n_probe: int,
+                              seed: int = 0) -> list[str]:
+    """The synthetic world in this layout (what `slam data synth --per-language` writes): the same seed
+    gives the same problems in every language, so a language added later is parallel to the others."""
+    from slam.data.records import to_jsonl
+    from slam.data.synth import check_langs, synth_splits
+
+    langs = check_langs(langs)
+    problems = synth_splits(n_train=n_train, n_val=0, n_test=n_test, n_probe=n_probe, seed=seed, langs=langs)
+    for lang in langs:
+        for split in ("test", "probe", "train"):  # train.jsonl last: its presence marks the folder complete
+            recs = [p[lang] for p in problems[split] if lang in p]
+            storage.write_text(storage.join(out, lang, f"{split}.jsonl"), to_jsonl(recs))
+    return langs
+
