@@ -238,6 +238,7 @@ def _log_results(tracker: Any, parent: Any, rows: list[dict], cfgs: dict[str, di
                          tags={"slam.step": "tune-trial", "slam.trial_status": row["status"]}, background=True) as run:
             run.log_params({"k": row["k"], "selection": row["selection"], "lr": row["lr"],
                             "layers": ",".join(map(str, row["layers"]))})
+            run.set_tags({"slam.step": "tune-trial", "slam.trial_status": row["status"]})  # the run existed
             run.log_metrics({m: row[m] for m in ("val_loss", "train_loss", "val_accuracy")
                              if isinstance(row.get(m), (int, float))})
     parent.log_params({"best_k": best["k"], "best_layers": ",".join(map(str, best["layers"])),

@@ -29,7 +29,8 @@ class TrainingLog:
 
         self.cfg, self.run_key, self.rank = cfg, run_key, rank
         self.tracker = get_tracker(cfg.tracking) if rank == 0 else NullTracker()
-        self.tags = {"slam.step": "train", "slam.method": method, "slam.stage": stage or None}
+        trial = cfg.tracking.parent.startswith("tune/")  # a Tune trial's run nests under its search
+        self.tags = {"slam.step": "tune-trial" if trial else "train", "slam.method": method, "slam.stage": stage or None}
         self.bar = progress(n_steps, "train" + (f" {stage}" if stage else ""), "step", enabled=rank == 0,
                             initial=start_step)
         self._stack = contextlib.ExitStack()
