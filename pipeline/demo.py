@@ -123,10 +123,11 @@ def run_demo(out: str | os.PathLike = "runs/demo", *, quick: bool = False, stora
     return result
 
 
-def mlflow_links(uri: str, run_dir: str, experiment: str = "slam") -> dict[str, str]:
+def mlflow_links(uri: str, run_dir: str, experiment: str = "slam", model: tuple[str, str] | None = None) -> dict[str, str]:
     """How to open this pipeline run in MLflow: the UI command (embedded store), the runs table in the
     training view, base vs SLAM in the compare view, and the `slam runs compare` command that works."""
-    from slam.tracking import MlflowTracker, compare_url, runs_url, ui_base
+    from slam.mlflow_ui import compare_url, model_version_url, runs_url, ui_base
+    from slam.tracking import MlflowTracker
 
     links = {"compare_command": f"slam runs compare --tracking-uri {uri} --experiment {experiment}"}
     if uri.startswith("sqlite:"):
@@ -144,6 +145,8 @@ def mlflow_links(uri: str, run_dir: str, experiment: str = "slam") -> dict[str, 
         links["runs_url"] = runs_url(base, exp)
         if {"base", "slam"} <= set(evals):
             links["compare_url"] = compare_url(base, exp, [evals["base"], evals["slam"]])
+        if model and model[1]:
+            links["model_url"] = model_version_url(base, *model)
     except Exception as e:  # noqa: BLE001 - links are a convenience; the results are in storage
         log.warning("could not read the MLflow runs back: %s", e)
     return links
@@ -176,7 +179,8 @@ def summarise(outputs: dict[str, dict], params: dict[str, Any], run: dict, wall:
         best_k=int(outputs["tune-layer-count"]["parameters"].get("Output", 0)),
         table=compare_table(base, slam, ("base", "SLAM")), base={k: base.get(k) for k in ("average", "average_non_en", "english")},
         slam={k: slam.get(k) for k in ("average", "average_non_en", "english")},
-        mlflow=mlflow_links(params["mlflow_uri"], run["run_dir"], params.get("experiment") or "slam"),
+        mlflow=mlflow_links(params["mlflow_uri"], run["run_dir"], params.get("experiment") or "slam",
+                            (params.get("registry_name") or "slam", str(reg.get("version", "")))),
         wall_s=round(wall, 1), steps_s=steps, run_dir=run["run_dir"], logs=run["logs"])
 
 
@@ -187,8 +191,8 @@ def render(r: DemoResult) -> str:
              f"Layers: probe picked {r.selected_layers}; Ray Tune kept k = {r.best_k}; trained {r.trained_layers}",
              f"Model: slam version {r.version}, alias {r.alias or 'none'} ({r.gate})",
              "MLflow:" + (f"  {m['ui_command']}   (then open the links)" if "ui_command" in m else ""),
-             *(f"  {label}: {m[k]}" for k, label in (("runs_url", "runs"), ("compare_url", "base vs SLAM"))
-               if k in m),
+             *(f"  {label}: {m[k]}" for k, label in (("runs_url", "runs"), ("compare_url", "base vs SLAM"),
+                                                   ("model_url", "model")) if k in m),
              f"  in a terminal: {m['compare_command']}",
              f"Time: {r.wall_s:.0f} s ({times}); logs: {r.logs}"]
     return "\n".join(lines) + "\n"

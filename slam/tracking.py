@@ -32,7 +32,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 from slam.config import TrackingConfig
 from slam.errors import SlamError
@@ -54,12 +53,9 @@ PIPELINE_ENV_TAGS = {
 # MLflow's own error codes that mean "try again later" (a down server surfaces as INTERNAL_ERROR).
 _RETRYABLE_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"}
 _MAX_PARAM_LEN = 6000
-# The MLflow 3 UI opens an experiment in its GenAI view unless the URL says otherwise (3.17 derives the
-# view from this query parameter or the browser's last choice, not from the experiment's tags).
-TRAINING_VIEW = "workflowType=machine_learning"
 
 # A new experiment: the note on its overview page, and the kind that MLflow UIs which read it open in
-# (3.17 ignores it and takes the view from the URL: see runs_url).
+# (3.17 ignores it and takes the view from the URL: see slam.mlflow_ui).
 EXPERIMENT_TAGS = {
     "mlflow.experimentKind": "custom_model_development",
     "mlflow.note.content": "SLAM runs: one parent run per pipeline run with its steps nested (data, probe, tune, "
@@ -91,32 +87,6 @@ def pipeline_tags(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 def pipeline_key(fallback: str) -> str:
     """Key of the one parent run per pipeline run: the KFP run id when there is one, else `fallback`."""
     return os.environ.get("KFP_RUN_ID") or os.environ.get("SLAM_PIPELINE_RUN_ID") or fallback
-
-
-def ui_base(uri: str, ui_url: str = "") -> str:
-    """Where a browser finds the MLflow UI for this tracking URI ('' when it cannot be known)."""
-    if ui_url:
-        return ui_url.rstrip("/")
-    if uri.startswith(("http://", "https://")):
-        return uri.rstrip("/")
-    if uri.startswith("sqlite:"):
-        return "http://127.0.0.1:5000"  # what `mlflow ui --backend-store-uri <uri>` serves
-    return ""
-
-
-def runs_url(base: str, experiment_id: str) -> str:
-    """The experiment's runs table, opened in the training view (not MLflow 3's GenAI view)."""
-    return f"{base}/#/experiments/{experiment_id}/runs?{TRAINING_VIEW}"
-
-
-def compare_url(base: str, experiment_id: str, run_ids: list[str]) -> str:
-    runs = quote(json.dumps(run_ids, separators=(",", ":")))
-    exps = quote(json.dumps([experiment_id], separators=(",", ":")))
-    return f"{base}/#/compare-runs?runs={runs}&experiments={exps}&{TRAINING_VIEW}"
-
-
-def model_version_url(base: str, name: str, version: str) -> str:
-    return f"{base}/#/models/{quote(name)}/versions/{version}?{TRAINING_VIEW}"
 
 
 def _param_value(v: Any) -> str:
