@@ -41,7 +41,7 @@ class QuietConsole(io.TextIOBase):
         self.tty = bool(getattr(self.real, "isatty", lambda: False)())
         self.dir = Path(log_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.log = open(self.dir / "pipeline.log", "a", encoding="utf-8")  # noqa: SIM115 - closed in __exit__
+        self.log = open(self.dir / "pipeline.log", "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed in __exit__
         self.task_log: TextIO | None = None
         self.task = ""
         self.started: dict[str, float] = {}
@@ -116,7 +116,7 @@ class QuietConsole(io.TextIOBase):
         self.task, self.started[task], self.tail = task, time.perf_counter(), []
         if self.task_log is not None:
             self.task_log.close()
-        self.task_log = open(self.dir / f"{task}.log", "a", encoding="utf-8")  # noqa: SIM115
+        self.task_log = open(self.dir / f"{task}.log", "a", encoding="utf-8", buffering=1)  # noqa: SIM115
         self._say(f"  ▶ {task}")
 
     def _end(self, task: str, status: str) -> None:

@@ -362,7 +362,7 @@ def evaluate(*, storage: str, base_model: str, data_uri: str, delta_uri: str = "
                      tags=tags, background=True, system_metrics=True) as run:
         run.log_params({"base_model": base_model, "delta": delta_uri or "(none)", "tasks": ",".join(task_names),
                         "languages": ",".join(langs), "limit": limit, "max_new_tokens": max_new_tokens or "task default",
-                        "decoding": "greedy", "data_uri": data_uri})
+                        "decoding": "greedy", "prompt": "alpaca", "answer": "last number", "data_uri": data_uri})
         for task in task_names:
             task_uri = store.join(out, task)
             json_uri = store.join(task_uri, "eval.json")

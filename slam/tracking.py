@@ -24,6 +24,7 @@ MLflow being up.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -81,6 +82,27 @@ def pipeline_tags(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Orchestrator identity tags (KFP run id, …) from the environment, plus `extra`."""
     tags = {tag: os.environ[env] for env, tag in PIPELINE_ENV_TAGS.items() if os.environ.get(env)}
     tags.update({k: str(v) for k, v in (extra or {}).items() if v not in (None, "")})
+    return tags
+
+
+@functools.lru_cache(maxsize=1)
+def source_tags() -> dict[str, str]:
+    """What produced a run: slam's version, and the git commit when slam runs from a checkout (dev, CI)."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("slam")
+    except PackageNotFoundError:
+        v = "unknown"
+    tags = {"mlflow.source.type": "JOB", "mlflow.source.name": f"slam {v}", "slam.version": v}
+    try:
+        out = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+        if out.returncode == 0 and len(out.stdout.strip()) == 40:
+            tags["mlflow.source.git.commit"] = out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
     return tags
 
 
@@ -337,7 +359,8 @@ class MlflowTracker:
                 call("reopen run", self.client.update_run, found.info.run_id, status="RUNNING")
             log.debug("MLflow: re-attached to run %s (%s)", found.info.run_id, key)
             return found.info.run_id
-        run = call("create run", self.client.create_run, self.experiment_id, run_name=name, tags=tags)
+        run = call("create run", self.client.create_run, self.experiment_id, run_name=name,
+                   tags={**source_tags(), **tags})
         # Two processes may have raced past the search: keep the oldest run, delete ours if we lost.
         runs = self._search_key(key, call)
         if runs and runs[0].info.run_id != run.info.run_id:
