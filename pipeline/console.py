@@ -47,6 +47,7 @@ class QuietConsole(io.TextIOBase):
         self.started: dict[str, float] = {}
         self.last_bar: dict[str, float] = {}
         self.live = False
+        self.last_said = ""
         self.tail: list[str] = []
         self.failed: list[str] = []
         self._buf = ""
@@ -84,6 +85,9 @@ class QuietConsole(io.TextIOBase):
     # ---- the filter ----------------------------------------------------------------------------------
 
     def _say(self, text: str) -> None:
+        if text == self.last_said:  # Ray may forward a worker's line twice (trial actor and driver)
+            return
+        self.last_said = text
         self._clear_live()
         self.real.write(text + "\n")
         self.real.flush()
