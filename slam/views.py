@@ -97,14 +97,16 @@ def data_counts(manifest: dict) -> dict[str, int]:
 
 
 def history_markdown(history: list[dict], val: list[dict], run_name: str, delta_uri: str) -> str:
-    last = history[-1] if history else {}
+    """The training step's KFP summary: steps, first/last train loss, last val loss, training time."""
+    head = f"# Training: {run_name}\n\n"
+    if not history:
+        return head + f"Delta: `{delta_uri}`\n"
     vl = [v for v in val if v.get("val_loss") is not None]
-    secs = sum(h.get("step_time", 0.0) for h in history)
-    return (f"# Training: {run_name}\n\n| | |\n|---|---:|\n| steps | {last.get('step', 0)} |\n"
-            f"| train loss (first → last) | {history[0]['train_loss']:.3f} → {last.get('train_loss', 0):.3f} |\n"
-            + (f"| val loss (last) | {vl[-1]['val_loss']:.3f} |\n" if vl else "")
-            + f"| training time | {secs:.0f} s |\n\nDelta: `{delta_uri}`\n" if history else
-            f"# Training: {run_name}\n\nDelta: `{delta_uri}`\n")
+    rows = [("steps", str(history[-1]["step"])),
+            ("train loss (first → last)", f"{history[0]['train_loss']:.3f} → {history[-1]['train_loss']:.3f}"),
+            *([("val loss (last)", f"{vl[-1]['val_loss']:.3f}")] if vl else []),
+            ("training time", f"{sum(h.get('step_time', 0.0) for h in history):.0f} s")]
+    return head + "| | |\n|---|---:|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows) + f"\nDelta: `{delta_uri}`\n"
 
 
 def champion_languages(tc: Any, name: str) -> list[str] | None:
