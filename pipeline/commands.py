@@ -105,9 +105,9 @@ def register_pipeline(sub: argparse._SubParsersAction) -> None:
     _add_host(ls)
     ls.add_argument("--experiment", default="", help="only this experiment's")
     g = ls.add_mutually_exclusive_group()
-    g.add_argument("--disable", metavar="ID")
-    g.add_argument("--enable", metavar="ID")
-    g.add_argument("--delete", metavar="ID")
+    g.add_argument("--disable", metavar="ID", help="pause this recurring run")
+    g.add_argument("--enable", metavar="ID", help="resume this recurring run")
+    g.add_argument("--delete", metavar="ID", help="delete this recurring run")
     ls.set_defaults(func=run_schedules)
 
     r = command(ps, "run", help="run the whole DAG here through kfp.local (no cluster)",

@@ -99,14 +99,17 @@ class QuietConsole(io.TextIOBase):
 
     def _line(self, line: str) -> None:
         plain = _ANSI.sub("", line).rstrip("\r")
+        start = _START.search(plain)
+        if start:
+            self._start(start.group(1))  # switches the per-task log first: this line belongs to the new task
         self.log.write(plain + "\n")
         if self.task_log is not None:
             self.task_log.write(plain + "\n")
         if self.verbose:
             self.real.write(line + "\n")
             return
-        if m := _START.search(plain):
-            self._start(m.group(1))
+        if start:
+            self._say(f"  ▶ {start.group(1)}")
         elif m := _END.search(plain):
             self._end(m.group(1), m.group(2))
         elif MARK in plain:
@@ -121,7 +124,6 @@ class QuietConsole(io.TextIOBase):
         if self.task_log is not None:
             self.task_log.close()
         self.task_log = open(self.dir / f"{task}.log", "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-        self._say(f"  ▶ {task}")
 
     def _end(self, task: str, status: str) -> None:
         secs = time.perf_counter() - self.started.get(task, time.perf_counter())

@@ -313,21 +313,24 @@ class MlflowTracker:
 
     @property
     def experiment_id(self) -> str:
-        if self._experiment_id is None:
-            exp = self._call("get experiment", self.client.get_experiment_by_name, self.experiment)
-            if exp is None:
-                from mlflow.exceptions import MlflowException
+        return self._exp_id(self._call)
 
-                try:
-                    self._experiment_id = self.client.create_experiment(
-                        self.experiment, artifact_location=self._artifact_location(), tags=EXPERIMENT_TAGS)
-                except MlflowException:  # created meanwhile by another process
-                    exp = self._call("get experiment", self.client.get_experiment_by_name, self.experiment)
-                    if exp is None:
-                        raise SlamError(f"MLflow: cannot create experiment {self.experiment!r} at {self.uri}") \
-                            from None
-                    self._experiment_id = exp.experiment_id
-            else:
+    def _exp_id(self, call: Callable) -> str:
+        """The experiment's id, created on first use (`call`: bounded retries, or the background writer's one try)."""
+        if self._experiment_id is None:
+            from mlflow.exceptions import MlflowException
+
+            exp = call("get experiment", self.client.get_experiment_by_name, self.experiment)
+            if exp is not None:
+                self._experiment_id = exp.experiment_id
+                return self._experiment_id
+            try:
+                self._experiment_id = call("create experiment", self.client.create_experiment, self.experiment,
+                                           artifact_location=self._artifact_location(), tags=EXPERIMENT_TAGS)
+            except (MlflowException, SlamError) as e:  # created meanwhile by another process?
+                exp = call("get experiment", self.client.get_experiment_by_name, self.experiment)
+                if exp is None:
+                    raise e
                 self._experiment_id = exp.experiment_id
         return self._experiment_id
 
@@ -339,7 +342,7 @@ class MlflowTracker:
         return None
 
     def _search_key(self, key: str, call: Callable) -> list[Any]:
-        return call("search runs", self.client.search_runs, [self.experiment_id],
+        return call("search runs", self.client.search_runs, [self._exp_id(call)],
                     filter_string=f"tags.`{RUN_KEY_TAG}` = '{_quote(key)}'",
                     order_by=["attributes.start_time ASC"], max_results=10)
 
@@ -359,7 +362,7 @@ class MlflowTracker:
                 call("reopen run", self.client.update_run, found.info.run_id, status="RUNNING")
             log.debug("MLflow: re-attached to run %s (%s)", found.info.run_id, key)
             return found.info.run_id
-        run = call("create run", self.client.create_run, self.experiment_id, run_name=name,
+        run = call("create run", self.client.create_run, self._exp_id(call), run_name=name,
                    tags={**source_tags(), **tags})
         # Two processes may have raced past the search: keep the oldest run, delete ours if we lost.
         runs = self._search_key(key, call)

@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--n-val", type=int, default=100, help="validation problems")
     s.add_argument("--n-test", type=int, default=200, help="test problems (Record JSONL, for evaluation)")
     s.add_argument("--n-probe", type=int, default=64, help="parallel problems for layer probing")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="random seed of the world (same seed = same problems)")
     s.add_argument("--translation-ratio", type=float, default=1.0,
                    help="X->English translation examples per non-English cot example, 0..1")
     s.add_argument("--per-language", action="store_true",
@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--translation-ratio", type=float, default=1.0,
                    help="X->English translation examples per non-English cot example, 0..1")
     b.add_argument("--val-fraction", type=float, default=0.05, help="share of problems held out for validation")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=0, help="seed of the train/val split and translation sampling")
     b.set_defaults(func=run_build)
 
     v = command(dsub, "validate", help="check a data file; bad rows go to a quarantine file with reasons",

@@ -31,15 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="model: HF dir, s3://bucket/prefix, hf:org/name or pypi:smollm2")
     p.add_argument("--data", required=True, help="Record JSONL, a dir with probe.jsonl, or an MGSM dir (local/s3)")
     p.add_argument("--langs", default=",".join(d.langs), help="comma list, e.g. en,de,zh (default: all in the data)")
-    p.add_argument("--method", default=d.method, choices=["msd", "lape", "cosine"])
+    p.add_argument("--method", default=d.method, choices=["msd", "lape", "cosine"],
+                   help="msd: activation-share shift vs English; lape: language-specific neurons; cosine: hidden states")
     p.add_argument("--top-k", type=int, default=d.top_k, help=f"layers to select (default {d.top_k})")
-    p.add_argument("--selection", default=d.selection, choices=["top-k", "contiguous"])
+    p.add_argument("--selection", default=d.selection, choices=["top-k", "contiguous"],
+                   help="the k best layers, or the best block of k adjacent layers")
     p.add_argument("--out", required=True, help="output dir or s3:// URI")
     p.add_argument("--threshold", type=float, default=d.threshold, help="a neuron fires when act > this")
     p.add_argument("--fire-fraction", type=float, default=d.fire_fraction,
                    help="p: activated for a language when firing on >= this share of its tokens")
     p.add_argument("--max-questions", type=int, default=d.max_questions, help="parallel questions per language")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="questions per forward pass")
     p.add_argument("--max-length", type=int, default=d.max_length, help="tokens per question (longer: truncated)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="auto = bf16 on GPU, fp32 on CPU")
