@@ -239,11 +239,10 @@ def _log_results(tracker: Any, parent: Any, rows: list[dict], cfgs: dict[str, di
             run.log_params({"k": row["k"], "selection": row["selection"], "lr": row["lr"],
                             "layers": ",".join(map(str, row["layers"]))})
             run.set_tags({"slam.step": "tune-trial", "slam.trial_status": row["status"]})  # the run existed
-            run.log_metrics({m: row[m] for m in ("val_loss", "train_loss", "val_accuracy")
-                             if isinstance(row.get(m), (int, float))})
     parent.log_params({"best_k": best["k"], "best_layers": ",".join(map(str, best["layers"])),
                        "best_lr": best["lr"], "best_selection": best["selection"]})
-    parent.log_metrics({f"best_{metric}": best["value"]})
+    # the run-wide names: best/val/loss, or best/val/acc in percent
+    parent.log_metrics({"best/val/loss": best["value"]} if metric == "val_loss" else {"best/val/acc": 100 * best["value"]})
     with storage.local_copy(out_uri) as d:
         for f in ("best.json", "results.csv", "results.json", "tune.png"):
             parent.log_artifact(Path(d) / f, "tune")
