@@ -19,6 +19,10 @@ def probe_layers(
     selection: str,
     max_questions: int,
     storage: str,
+    mlflow_uri: str,
+    experiment: str,
+    pipeline_run_id: str,
+    pipeline_run_name: str,
     probe: Output[Artifact],
     metrics: Output[Metrics],
     heatmap: Output[HTML],
@@ -30,6 +34,7 @@ def probe_layers(
 
     result = steps.probe_layers(storage=storage, base_model=base_model, data_uri=read_pointer(dataset),
                                 languages=languages, method=method, top_k=top_k, selection=selection,
-                                max_questions=max_questions)
+                                max_questions=max_questions, mlflow_uri=mlflow_uri, experiment=experiment,
+                                pipeline_run_id=pipeline_run_id, pipeline_run_name=pipeline_run_name)
     publish(result, probe, metrics=metrics, markdown=table, html=heatmap)
     return result["outputs"]["selected_layers"]

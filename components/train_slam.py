@@ -4,7 +4,7 @@
 """
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components.image import COMPONENT_KW
 
@@ -16,13 +16,17 @@ def train_slam(
     probe: Input[Artifact],
     tuned: Input[Artifact],
     preset: str,
-    overrides: str,
+    overrides: list,
     launcher: str,
     storage: str,
     mlflow_uri: str,
     experiment: str,
+    pipeline_run_id: str,
+    pipeline_run_name: str,
     delta: Output[Model],
     metrics: Output[Metrics],
+    summary: Output[Markdown],
+    loss_curve: Output[HTML],
 ) -> str:
     """`tuned` = the tune step's tune.json (the decided layers, and lr when it was searched). Returns the
     trained layers as "i,j,k"; `delta` points at the delta (never the weights themselves)."""
@@ -32,6 +36,7 @@ def train_slam(
     result = steps.train_slam(storage=storage, base_model=base_model, data_uri=read_pointer(dataset),
                               probe_uri=read_pointer(probe), tune_uri=read_pointer(tuned), preset=preset,
                               overrides=overrides, launcher=launcher, mlflow_uri=mlflow_uri,
-                              experiment=experiment)
-    publish(result, delta, metrics=metrics)
+                              experiment=experiment, pipeline_run_id=pipeline_run_id,
+                              pipeline_run_name=pipeline_run_name)
+    publish(result, delta, metrics=metrics, markdown=summary, html=loss_curve)
     return result["outputs"]["layers"]

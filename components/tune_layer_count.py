@@ -16,11 +16,13 @@ def tune_layer_count(
     probe: Input[Artifact],
     k_grid: str,
     preset: str,
-    overrides: str,
+    overrides: list,
     launcher: str,
     storage: str,
     mlflow_uri: str,
     experiment: str,
+    pipeline_run_id: str,
+    pipeline_run_name: str,
     results: Output[Artifact],
     metrics: Output[Metrics],
     summary: Output[Markdown],
@@ -32,6 +34,7 @@ def tune_layer_count(
     result = steps.tune_layer_count(storage=storage, base_model=base_model, data_uri=read_pointer(dataset),
                                     probe_uri=read_pointer(probe), k_grid=k_grid, preset=preset,
                                     overrides=overrides, launcher=launcher, mlflow_uri=mlflow_uri,
-                                    experiment=experiment)
+                                    experiment=experiment, pipeline_run_id=pipeline_run_id,
+                                    pipeline_run_name=pipeline_run_name)
     publish(result, results, metrics=metrics, markdown=summary)
     return int(result["outputs"]["best_k"])

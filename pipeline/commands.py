@@ -1,14 +1,17 @@
 """`slam pipeline …` and `slam demo`: the Kubeflow pipeline from the command line.
 
     slam pipeline compile --out pipeline.yaml --gpu --node-selector pool=gpu --toleration nvidia.com/gpu
-    slam pipeline submit --host https://kfp.example.com -p languages=sw,th -p storage=s3://bucket/runs
-    slam pipeline schedule --host URL --cron "0 0 3 * * 1" --languages sw,th
+    slam pipeline params                                      # every parameter: type, default, what it does
+    slam pipeline submit --host https://kfp.example.com languages=sw,th storage=s3://bucket/runs train.max_steps=500
+    slam pipeline schedule --host URL --cron "0 0 3 * * *" languages_uri=s3://b/languages mlflow_uri=http://mlflow:5000
     slam pipeline schedules --host URL [--disable ID]
-    slam pipeline run --storage runs/local -p synth_problems=100     # whole DAG here via kfp.local
-    slam demo [--quick] [--out runs/demo] [--storage s3://bucket/demo]
+    slam pipeline run storage=runs/local synth_problems=100   # whole DAG here via kfp.local
+    slam demo [--quick] [--out runs/demo] [--storage s3://bucket/demo] [name=value | section.key=value ...]
 
-These subcommands live with the pipeline (they need kfp); the `slam` CLI finds them through the
-`slam.commands` entry points declared in pyproject.toml, so the library itself never imports upward.
+One syntax for what a run is made of: `name=value` sets a pipeline parameter, `section.key=value` is a
+config override for the Tune trials and the training run (both repeatable). These subcommands live with
+the pipeline (they need kfp); the `slam` CLI finds them through the `slam.commands` entry points
+declared in pyproject.toml, so the library itself never imports upward.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ import argparse
 import json
 
 from pipeline import kfp_client
+from slam.commands import command, group
 from slam.config import parse_key_values
+
+ARGS_HELP = "pipeline parameters name=value (see `slam pipeline params`) and config overrides section.key=value"
 
 
 def _opts(args: argparse.Namespace):
@@ -45,18 +51,7 @@ def _add_compile_opts(p: argparse.ArgumentParser) -> None:
 
 
 def _add_params(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",
-                   help="pipeline parameter (repeatable); see `slam pipeline params`")
-    p.add_argument("--languages", help="shortcut for -p languages=…")
-    p.add_argument("--storage", help="shortcut for -p storage=… (local dir or s3://bucket/prefix)")
-    p.add_argument("--base-model", help="shortcut for -p base_model=…")
-    p.add_argument("--launcher", choices=["local", "kuberay"], help="shortcut for -p launcher=…")
-    p.add_argument("--mlflow-uri", help="shortcut for -p mlflow_uri=…")
-
-
-def _params(args: argparse.Namespace) -> dict:
-    return kfp_client.parse_params(args.param, languages=args.languages, storage=args.storage,
-                               base_model=args.base_model, launcher=args.launcher, mlflow_uri=args.mlflow_uri)
+    p.add_argument("params", nargs="*", default=[], metavar="NAME=VALUE|SECTION.KEY=VALUE", help=ARGS_HELP)
 
 
 def _add_host(p: argparse.ArgumentParser) -> None:
@@ -79,18 +74,26 @@ def _host_args(args: argparse.Namespace) -> dict:
 
 
 def register_pipeline(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pipeline", help="compile, submit, schedule or locally run the Kubeflow pipeline")
-    ps = p.add_subparsers(dest="pipeline_command", metavar="<action>", required=True)
+    _, ps = group(sub, "pipeline", help="compile, submit, schedule or locally run the Kubeflow pipeline",
+                  examples=["slam pipeline params",
+                            "slam pipeline submit --host URL languages=en,de,sw storage=s3://b/runs launcher=kuberay"])
 
-    c = ps.add_parser("compile", help="compile the DAG to KFP IR YAML")
-    c.add_argument("--out", default="pipeline.yaml", help="output YAML (default: pipeline.yaml)")
+    c = command(ps, "compile", help="compile the DAG to KFP IR YAML",
+                examples=["slam pipeline compile --out pipeline.yaml --gpu --node-selector pool=gpu"])
+    c.add_argument("--out", default="pipeline.yaml", help="output YAML")
     _add_compile_opts(c)
     c.set_defaults(func=run_compile)
 
-    pr = ps.add_parser("params", help="list the pipeline parameters with types and defaults")
+    pr = command(ps, "params", help="list the pipeline parameters with types, defaults and what each does",
+                 examples=["slam pipeline params"])
     pr.set_defaults(func=run_params)
 
-    s = ps.add_parser("submit", help="start one run on a Kubeflow Pipelines endpoint")
+    s = command(ps, "submit", help="start one run on a Kubeflow Pipelines endpoint",
+                description="Compiles the DAG (or takes --package) and starts a run; prints the run id and URL. "
+                            f"Positional arguments: {ARGS_HELP}.",
+                examples=["slam pipeline submit --host https://kubeflow.example.com/pipeline languages=sw,th "
+                          "storage=s3://b/runs mlflow_uri=http://mlflow.mlflow:5000 launcher=kuberay",
+                          "slam pipeline submit --host URL train.max_steps=500 tune_overrides=tune.max_steps=20"])
     _add_host(s)
     s.add_argument("--experiment", default="slam", help="KFP experiment (created if missing)")
     s.add_argument("--run-name", default="", help="default: slam-<languages>-<timestamp>")
@@ -99,28 +102,40 @@ def register_pipeline(sub: argparse._SubParsersAction) -> None:
     _add_params(s)
     s.set_defaults(func=run_submit)
 
-    sc = ps.add_parser("schedule", help="create a recurring run (6-field cron, seconds first)")
+    sc = command(ps, "schedule", help="create a recurring run (6-field cron, seconds first)",
+                 description="With languages_uri the run watches a location with one folder per language: each "
+                             "tick trains only when a folder appeared that the champion was not trained on, and "
+                             "the per-language gate decides the alias (README: new-language retraining).",
+                 examples=['slam pipeline schedule --host URL --cron "0 0 3 * * *" languages_uri=s3://b/languages '
+                           'storage=s3://b/runs mlflow_uri=http://mlflow.mlflow:5000',
+                           'slam pipeline schedule --host URL --cron "0 0 3 * * 1" languages=en,sw,th'])
     _add_host(sc)
     sc.add_argument("--cron", required=True, help='e.g. "0 0 3 * * 1" = Mondays 03:00:00')
-    sc.add_argument("--name", default="", help="recurring run name (default: slam-<languages>)")
-    sc.add_argument("--experiment", default="slam")
-    sc.add_argument("--max-concurrency", type=int, default=1)
+    sc.add_argument("--name", default="", help="recurring run name (default: slam-<languages> or slam-watch-<uri>)")
+    sc.add_argument("--experiment", default="slam", help="KFP experiment")
+    sc.add_argument("--max-concurrency", type=int, default=1, help="runs of this schedule at once")
     sc.add_argument("--catchup", action="store_true", help="backfill missed intervals (default: no)")
     sc.add_argument("--package", help="a compiled YAML (default: compile now)")
     _add_compile_opts(sc)
     _add_params(sc)
     sc.set_defaults(func=run_schedule)
 
-    ls = ps.add_parser("schedules", help="list recurring runs, or disable/enable/delete one")
+    ls = command(ps, "schedules", help="list recurring runs, or disable/enable/delete one",
+                 examples=["slam pipeline schedules --host URL", "slam pipeline schedules --host URL --disable ID"])
     _add_host(ls)
     ls.add_argument("--experiment", default="", help="only this experiment's")
     g = ls.add_mutually_exclusive_group()
-    g.add_argument("--disable", metavar="ID")
-    g.add_argument("--enable", metavar="ID")
-    g.add_argument("--delete", metavar="ID")
+    g.add_argument("--disable", metavar="ID", help="pause this recurring run")
+    g.add_argument("--enable", metavar="ID", help="resume this recurring run")
+    g.add_argument("--delete", metavar="ID", help="delete this recurring run")
     ls.set_defaults(func=run_schedules)
 
-    r = ps.add_parser("run", help="run the whole DAG here through kfp.local (no cluster)")
+    r = command(ps, "run", help="run the whole DAG here through kfp.local (no cluster)",
+                description="The same compiled DAG a cluster runs, with every step a local process. The console "
+                            "shows one line per step and progress with ETAs (--verbose: everything); all output "
+                            "is kept under <root>/logs.",
+                examples=["slam pipeline run storage=runs/local languages=en,de synth_problems=100",
+                          "slam pipeline run languages_uri=runs/languages mlflow_uri=sqlite:///runs/mlflow.db"])
     r.add_argument("--root", default="runs/kfp-local", help="kfp.local pipeline root (task outputs, logs)")
     _add_params(r)
     r.set_defaults(func=run_local)
@@ -132,15 +147,21 @@ def run_compile(args: argparse.Namespace) -> int:
 
 
 def run_params(args: argparse.Namespace) -> int:
+    import textwrap
+
     for name, spec in kfp_client.pipeline_inputs().items():
-        print(f"{name:22s} {spec.type:8s} {spec.default!r}")
+        print(f"{name}={json.dumps(spec.default) if spec.type == 'List' else spec.default}   ({spec.type})")
+        for line in textwrap.wrap(spec.description or "", 96):
+            print(f"    {line}")
+    print("\nAny config key works too, as section.key=value (train.*, tune.*, data.*): it goes to the Tune trials "
+          "and the training run.")
     return 0
 
 
 def run_submit(args: argparse.Namespace) -> int:
     host = _host_args(args)
-    out = kfp_client.submit(args.host, _params(args), experiment=args.experiment, run_name=args.run_name,
-                            package=args.package, opts=_opts(args), **host)
+    out = kfp_client.submit(args.host, kfp_client.parse_params(args.params), experiment=args.experiment,
+                            run_name=args.run_name, package=args.package, opts=_opts(args), **host)
     print(json.dumps(out, indent=2))
     return 0
 
@@ -148,9 +169,9 @@ def run_submit(args: argparse.Namespace) -> int:
 def run_schedule(args: argparse.Namespace) -> int:
     host = _host_args(args)
     kfp_client.check_schedule(args.cron, args.max_concurrency)  # before compiling anything
-    out = kfp_client.schedule(args.host, args.cron, _params(args), name=args.name, experiment=args.experiment,
-                              package=args.package, opts=_opts(args), max_concurrency=args.max_concurrency,
-                              catchup=args.catchup, **host)
+    out = kfp_client.schedule(args.host, args.cron, kfp_client.parse_params(args.params), name=args.name,
+                              experiment=args.experiment, package=args.package, opts=_opts(args),
+                              max_concurrency=args.max_concurrency, catchup=args.catchup, **host)
     print(json.dumps(out, indent=2))
     return 0
 
@@ -173,26 +194,41 @@ def run_schedules(args: argparse.Namespace) -> int:
 
 def run_local(args: argparse.Namespace) -> int:
     from pipeline.local import run_local as run
+    from pipeline.local import task_outputs
 
-    out = run(_params(args), args.root)
-    print(json.dumps(out, indent=2))
+    out = run(kfp_client.parse_params(args.params), args.root, verbose=args.verbose)
+    outputs = task_outputs(out["run_dir"])
+    reg = outputs.get("register-model", {}).get("parameters", {})
+    if reg:
+        print(f"registered: version {reg.get('version')} ({reg.get('alias') or 'no alias'})")
+    elif "prepare-data" in outputs:
+        print("nothing new to train: the pipeline stopped after prepare-data")
+    print(json.dumps({**out, "registered": reg}, indent=2))
     return 0
 
 
 def register_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the whole Kubeflow pipeline locally on the embedded defaults")
+    p = command(sub, "demo", help="run the whole Kubeflow pipeline locally on the embedded defaults",
+                description="SmolLM2-135M-Instruct on the synthetic multilingual world: data, probe, Ray Tune over "
+                            "k, Ray Train + DeepSpeed, base vs SLAM evaluation, MLflow registry; kfp.local, local "
+                            "Ray, MLflow sqlite. Prints one line per step with progress and ETAs, then accuracy per "
+                            "language, the model version, the MLflow links and the `slam runs compare` command.",
+                examples=["slam demo --quick", "slam demo --storage s3://bucket/demo",
+                          "slam demo train.max_steps=30 synth_problems=120", "slam --verbose demo --quick"])
     p.add_argument("--quick", action="store_true", help="reduced run (fewer languages/steps/questions; what CI runs)")
-    p.add_argument("--out", default="runs/demo", help="output dir: storage, kfp task outputs, MLflow (default runs/demo)")
+    p.add_argument("--out", default="runs/demo", help="output dir: storage, kfp task outputs, MLflow, logs")
     p.add_argument("--storage", default="", help="artifact storage instead of <out>/storage (e.g. s3://bucket/demo)")
     p.add_argument("--mlflow-uri", default="", help="MLflow tracking URI (default: sqlite under <out>/mlflow)")
-    p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",
-                   help="override a pipeline parameter (see `slam pipeline params`)")
+    _add_params(p)
     p.set_defaults(func=run_demo_command)
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
-    params = {k.replace("-", "_"): v for k, v in parse_key_values(args.param, "--param").items()}
-    run_demo(args.out, quick=args.quick, storage=args.storage, mlflow_uri=args.mlflow_uri, params=params)
+    params = [x for x in args.params if "." not in x.partition("=")[0]]
+    overrides = [x for x in args.params if "." in x.partition("=")[0]]
+    named = {k.replace("-", "_"): v for k, v in parse_key_values(params, "parameter").items()}
+    run_demo(args.out, quick=args.quick, storage=args.storage, mlflow_uri=args.mlflow_uri, params=named,
+             overrides=overrides, verbose=args.verbose)
     return 0

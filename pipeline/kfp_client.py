@@ -1,8 +1,8 @@
 """The Kubeflow Pipelines client side: compile the DAG, check parameters, submit, schedule.
 
     slam pipeline compile --out pipeline.yaml [--gpu] [--node-selector pool=gpu] [--toleration nvidia.com/gpu]
-    slam pipeline submit --host https://kfp.example.com --experiment slam -p languages=sw,th -p storage=s3://b/runs
-    slam pipeline schedule --host URL --cron "0 0 3 * * 1" --languages sw,th [--name weekly-sw-th]
+    slam pipeline submit --host https://kfp.example.com languages=sw,th storage=s3://b/runs train.max_steps=500
+    slam pipeline schedule --host URL --cron "0 0 3 * * *" languages_uri=s3://b/languages storage=s3://b/runs
     slam pipeline schedules --host URL [--disable ID | --enable ID | --delete ID]
 
 KFP cron expressions have 6 fields with seconds first (robfig/cron): "0 0 3 * * 1" = Mondays 03:00:00.
@@ -56,34 +56,48 @@ def pipeline_inputs() -> dict[str, Any]:
     return dict(slam_pipeline.component_spec.inputs or {})
 
 
-def parse_params(items: list[str] | None, **named: Any) -> dict[str, Any]:
-    """`key=value` strings (+ keyword values that are not None) -> typed pipeline arguments.
+OVERRIDE_PARAMS = ("train_overrides", "tune_overrides")
 
-    Unknown names and values of the wrong type are reported together, in one message."""
+
+def parse_params(items: list[str] | None, **named: Any) -> dict[str, Any]:
+    """The one override syntax on the command line -> typed pipeline arguments:
+    `name=value` sets a pipeline parameter (a list parameter given twice accumulates; a JSON list works
+    too), `section.key=value` is a config override for the Tune trials and the training run (appended
+    to train_overrides and tune_overrides). Keyword values that are not None come first. Unknown names
+    and values of the wrong type are reported together, in one message."""
+    import json
+
     specs = pipeline_inputs()
     problems: list[str] = []
-    raw: dict[str, Any] = {k.replace("-", "_"): v for k, v in parse_key_values(items, "parameter", problems).items()}
-    raw.update({k: v for k, v in named.items() if v is not None})
+    raw: dict[str, Any] = {k: v for k, v in named.items() if v is not None}
+    for item in items or []:
+        kv = parse_key_values([item], "argument", problems)
+        if not kv:
+            continue
+        ((key, value),) = kv.items()
+        if "." in key:  # section.key=value: a config override
+            for k in OVERRIDE_PARAMS:
+                raw[k] = [*_as_list(raw.get(k)), f"{key}={value}"]
+            continue
+        key = key.replace("-", "_")
+        if specs.get(key) is not None and specs[key].type == "List":
+            try:
+                raw[key] = [*_as_list(raw.get(key)), *_as_list(value)]
+            except ValueError:  # JSONDecodeError included
+                problems.append(f"parameter {key}: expected a list, got {value!r}")
+        else:
+            raw[key] = value
     out: dict[str, Any] = {}
     for k, v in raw.items():
         spec = specs.get(k)
         if spec is None:
-            problems.append(f"unknown pipeline parameter {k!r} (valid: {', '.join(sorted(specs))})")
+            problems.append(f"unknown pipeline parameter {k!r} (valid: {', '.join(sorted(specs))}; config overrides "
+                            "look like section.key=value)")
             continue
-        if spec.type == "Integer":
-            try:
-                out[k] = int(v)
-            except (TypeError, ValueError):
-                problems.append(f"parameter {k}: expected an integer, got {v!r}")
-        elif spec.type == "Boolean":
-            out[k] = str(v).lower() in ("1", "true", "yes")
-        elif spec.type == "Float":
-            try:
-                out[k] = float(v)
-            except (TypeError, ValueError):
-                problems.append(f"parameter {k}: expected a number, got {v!r}")
-        else:
-            out[k] = str(v)
+        try:
+            out[k] = _typed(spec.type, v)
+        except (TypeError, ValueError, json.JSONDecodeError):
+            problems.append(f"parameter {k}: expected {_TYPE_WORDS.get(spec.type, spec.type)}, got {v!r}")
     problems += check_params({**{k: v.default for k, v in specs.items() if v.default is not None}, **out})
     if problems:
         raise SlamError("; ".join(problems))
@@ -124,16 +138,50 @@ def check_params(params: dict[str, Any]) -> list[str]:
             try:
                 from slam.config import load_config
 
-                load_config(None, split_overrides(params[name]))
+                value = params[name]
+                load_config(None, list(value) if isinstance(value, list) else split_overrides(value))
             except ConfigError as e:
                 p.append(f"parameter {name}: {e}")
     # parameters are stored and shown by KFP (UI, API, run history): never a credential
     for name, value in params.items():
-        why = carries_credentials(str(value)) if isinstance(value, str) else None
+        texts = [str(x) for x in value] if isinstance(value, list) else [value] if isinstance(value, str) else []
+        why = next((w for w in map(carries_credentials, texts) if w), None)
         if why:
             p.append(f"parameter {name} carries {why}: KFP stores and shows parameters; give credentials "
                      "to the steps from a Kubernetes Secret (--s3-secret / mlflow secret)")
     return p
+_TYPE_WORDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false", "List": "a list"}
+
+
+def _as_list(v: Any) -> list:
+    """A list parameter's value: a list, a JSON list string, or one item."""
+    import json
+
+    if v is None or v == "":
+        return []
+    if isinstance(v, (list, tuple)):
+        return list(v)
+    text = str(v).strip()
+    if text.startswith("["):
+        loaded = json.loads(text)
+        if not isinstance(loaded, list):
+            raise ValueError(text)
+        return loaded
+    return [text]
+
+
+def _typed(kind: str, v: Any) -> Any:
+    if kind == "Integer":
+        return int(v)
+    if kind == "Float":
+        return float(v)
+    if kind == "Boolean":
+        if str(v).lower() not in ("1", "true", "yes", "0", "false", "no"):
+            raise ValueError(v)
+        return str(v).lower() in ("1", "true", "yes")
+    if kind == "List":
+        return [str(x) for x in _as_list(v)]
+    return str(v)
 
 
 def validate_cron(expr: str) -> str:
@@ -258,16 +306,22 @@ def schedule(host: str, cron: str, params: dict[str, Any], *, name: str = "", ex
     """A recurring run (e.g. weekly retraining for new language data); no backfill unless `catchup`."""
     check_schedule(cron, max_concurrency)
     cron = validate_cron(cron)
+    if params.get("languages_uri") and not params.get("mlflow_uri"):
+        raise SlamError("a schedule that watches languages_uri needs mlflow_uri: the champion's languages, which "
+                        "decide whether anything is new, live in the model registry")
     client = _client(host, namespace, token)
     with kfp_errors(host):
         exp = client.create_experiment(experiment, namespace=namespace or None)
-    name = name or f"slam-{params.get('languages', 'default').replace(',', '-')}"
+    name = name or (f"slam-watch-{_slug(params['languages_uri'])}" if params.get("languages_uri") else
+                    f"slam-{params.get('languages', 'default').replace(',', '-')}")
     with tempfile.TemporaryDirectory(prefix="slam-kfp-") as tmp, kfp_errors(host):
         rr = client.create_recurring_run(
             experiment_id=exp.experiment_id, job_name=name, cron_expression=cron, params=params,
             pipeline_package_path=_package(package, opts, tmp), max_concurrency=max_concurrency,
             no_catchup=not catchup, enabled=True,
-            description=f"SLAM retraining on {params.get('languages', '(pipeline default languages)')}")
+            description=(f"SLAM retraining when {params['languages_uri']} gets a language the champion lacks"
+                         if params.get("languages_uri") else
+                         f"SLAM retraining on {params.get('languages', '(pipeline default languages)')}"))
     return {"recurring_run_id": rr.recurring_run_id, "name": name, "cron": cron}
 
 
@@ -293,6 +347,10 @@ def set_schedule(host: str, recurring_run_id: str, action: str, *, namespace: st
           "delete": client.delete_recurring_run}[action]
     with kfp_errors(host):
         fn(recurring_run_id)
+
+
+def _slug(uri: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in uri.split("://")[-1]).strip("-")[-40:]
 
 
 def _run_name(params: dict[str, Any]) -> str:

@@ -1,9 +1,12 @@
-"""The SLAM DAG: prepare data -> probe -> tune k -> train -> evaluate (base, SLAM) -> register.
+"""The SLAM DAG: prepare data -> [new data?] probe -> tune k -> train -> evaluate (base, SLAM vs base) -> register.
 
     slam pipeline compile --out pipeline.yaml [--gpu] [--node-selector pool=gpu] [--toleration nvidia.com/gpu]
     python -m pipeline.cli compile --out pipeline.yaml        # the same, without the slam CLI
 
-Wiring and resources only: every step's logic is one call into `slam.steps` (see components/).
+Wiring and resources only: every step's logic is one call into `slam.steps` (see components/). The data
+step decides the languages; when `languages_uri` (one folder per language) holds nothing the champion
+was not trained on, it returns "" and the rest is skipped: a schedule can watch that location cheaply.
+Every step gets the KFP run id and name, so its MLflow run nests under one run per pipeline run.
 Compile-time options (GPU, node placement, secrets) are `CompileOptions`; run-time knobs are pipeline
 parameters. Resource/retry/secret settings are ignored by kfp.local (the demo) and honoured on a cluster.
 """
@@ -76,6 +79,7 @@ def build_pipeline(opts: CompileOptions | None = None):
     def slam_pipeline(
         base_model: str = "pypi:smollm2",
         languages: str = "en,de,fr,es,sw,th,zh",
+        languages_uri: str = "",
         train_data: str = "",
         synth_problems: int = 400,
         synth_seed: int = 0,
@@ -85,53 +89,88 @@ def build_pipeline(opts: CompileOptions | None = None):
         probe_questions: int = 32,
         k_grid: str = "2,4,6",
         preset: str = "",
-        train_overrides: str = "",
-        tune_overrides: str = "",
+        train_overrides: list = [],  # noqa: B006 - kfp reads the default from the signature
+        tune_overrides: list = [],  # noqa: B006
         launcher: str = "local",
         storage: str = "s3://slam/runs",
         mlflow_uri: str = "",
         experiment: str = "slam",
         registry_name: str = "slam",
+        gate_margin: float = 1.0,
         eval_tasks: str = "synthetic",
         eval_limit: int = 0,
         eval_max_new_tokens: int = 0,
-    ) -> str:
-        data = _common(prepare_data(languages=languages, train_data=train_data, synth_problems=synth_problems,
-                                    synth_seed=synth_seed, storage=storage), opts, "prepare data")
-        probe = _heavy(_common(probe_layers(
-            base_model=base_model, dataset=data.outputs["dataset"], languages=languages, method=probe_method,
-            top_k=probe_top_k, selection=probe_selection, max_questions=probe_questions, storage=storage,
-        ), opts, "probe layers"), opts)
-        tune = _heavy(_common(tune_layer_count(
-            base_model=base_model, dataset=data.outputs["dataset"], probe=probe.outputs["probe"], k_grid=k_grid,
-            preset=preset, overrides=tune_overrides, launcher=launcher, storage=storage, mlflow_uri=mlflow_uri,
-            experiment=experiment,
-        ), opts, "tune layer count (Ray Tune)"), opts)
-        train = _heavy(_common(train_slam(
-            base_model=base_model, dataset=data.outputs["dataset"], probe=probe.outputs["probe"],
-            tuned=tune.outputs["results"], preset=preset, overrides=train_overrides, launcher=launcher,
-            storage=storage, mlflow_uri=mlflow_uri, experiment=experiment,
-        ), opts, "train SLAM (Ray Train + DeepSpeed)"), opts)
-        eval_kw = dict(base_model=base_model, dataset=data.outputs["dataset"], tasks=eval_tasks,
-                       languages=languages, limit=eval_limit, max_new_tokens=eval_max_new_tokens, storage=storage,
-                       mlflow_uri=mlflow_uri, experiment=experiment)
-        base_eval = _heavy(_common(evaluate(label="base", **eval_kw), opts, "evaluate base"), opts)
-        slam_eval = _heavy(_common(evaluate(label="slam", delta=train.outputs["delta"], **eval_kw), opts,
-                                   "evaluate SLAM"), opts)
-        register = _common(register_model(
-            base_model=base_model, delta=train.outputs["delta"], probe=probe.outputs["probe"],
-            slam_eval=slam_eval.outputs["report"], base_eval=base_eval.outputs["report"],
-            registry_name=registry_name, mlflow_uri=mlflow_uri, experiment=experiment,
-        ), opts, "register model")
+    ):
+        """SLAM: probe language layers, tune k, fine-tune their FFNs, evaluate base vs SLAM, register.
 
-        # The launcher steps re-attach on retry (deterministic RayJob names); training is never cached:
-        # a cache hit would skip writing the delta a later step reads from storage.
-        for task in (tune, train):
-            task.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)
-            task.set_caching_options(False)
-        register.set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0)
-        register.set_caching_options(False)
-        return register.outputs["version"]
+        Args:
+            base_model: The model to adapt: pypi:smollm2, hf:org/name, s3://bucket/model or a path in the image.
+            languages: Languages to train and evaluate (ISO codes, comma list; en keeps the answers).
+            languages_uri: A location with one folder per language (<code>/train.jsonl, test.jsonl, probe.jsonl); when set, its folders are the languages and the run stops early unless one is new to the champion.
+            train_data: A built dataset (slam data build) to use as is; empty = synthesize the multilingual world.
+            synth_problems: Training problems per language in the synthetic world.
+            synth_seed: Seed of the synthetic world.
+            probe_method: msd, lape or cosine.
+            probe_top_k: Layers the probe selects.
+            probe_selection: top-k or contiguous.
+            probe_questions: Parallel questions per language for probing.
+            k_grid: Layer counts Ray Tune tries, e.g. 2,4,6.
+            preset: A config YAML (in the image or on S3) under the overrides.
+            train_overrides: Config overrides for the training run, e.g. ["train.max_steps=60", "train.lr=2e-4"].
+            tune_overrides: Config overrides for the Tune trials, e.g. ["tune.max_steps=8", "train.engine=torch"].
+            launcher: local (Ray in the step's pod) or kuberay (a RayJob per tune/train step).
+            storage: Where every step writes (s3://bucket/prefix, or a local dir with kfp.local).
+            mlflow_uri: MLflow tracking server; empty = no tracking.
+            experiment: MLflow experiment.
+            registry_name: Registered model name.
+            gate_margin: Accuracy points any language may drop against the champion.
+            eval_tasks: Benchmarks: synthetic, mgsm, msvamp (comma list).
+            eval_limit: Questions per language (0 = all).
+            eval_max_new_tokens: Generation budget (0 = the task's protocol value).
+        """
+        # every step nests its MLflow run under one run per pipeline run, named after the KFP run
+        run = dict(pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, pipeline_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                   mlflow_uri=mlflow_uri, experiment=experiment)
+        data = _common(prepare_data(languages=languages, train_data=train_data, synth_problems=synth_problems,
+                                    synth_seed=synth_seed, languages_uri=languages_uri, registry_name=registry_name,
+                                    storage=storage, **run), opts, "prepare data")
+        # The data step decides the languages once ("" = a watched location has no new language: stop here)
+        langs = data.outputs["Output"]
+        with dsl.If(langs != "", name="new-data"):
+            probe = _heavy(_common(probe_layers(
+                base_model=base_model, dataset=data.outputs["dataset"], languages=langs, method=probe_method,
+                top_k=probe_top_k, selection=probe_selection, max_questions=probe_questions, storage=storage, **run,
+            ), opts, "probe layers"), opts)
+            tune = _heavy(_common(tune_layer_count(
+                base_model=base_model, dataset=data.outputs["dataset"], probe=probe.outputs["probe"], k_grid=k_grid,
+                preset=preset, overrides=tune_overrides, launcher=launcher, storage=storage, **run,
+            ), opts, "tune layer count (Ray Tune)"), opts)
+            train = _heavy(_common(train_slam(
+                base_model=base_model, dataset=data.outputs["dataset"], probe=probe.outputs["probe"],
+                tuned=tune.outputs["results"], preset=preset, overrides=train_overrides, launcher=launcher,
+                storage=storage, **run,
+            ), opts, "train SLAM (Ray Train + DeepSpeed)"), opts)
+            eval_kw = dict(base_model=base_model, dataset=data.outputs["dataset"], tasks=eval_tasks, languages=langs,
+                           limit=eval_limit, max_new_tokens=eval_max_new_tokens, storage=storage, **run)
+            base_eval = _heavy(_common(evaluate(label="base", **eval_kw), opts, "evaluate base"), opts)
+            slam_eval = _heavy(_common(evaluate(label="slam", delta=train.outputs["delta"],
+                                                baseline=base_eval.outputs["report"], **eval_kw), opts,
+                                       "evaluate SLAM vs base"), opts)
+            register = _common(register_model(
+                base_model=base_model, delta=train.outputs["delta"], probe=probe.outputs["probe"],
+                slam_eval=slam_eval.outputs["report"], base_eval=base_eval.outputs["report"],
+                registry_name=registry_name, gate_margin=gate_margin, **run,
+            ), opts, "register model")
+
+            # The launcher steps re-attach on retry (deterministic RayJob names); training is never cached:
+            # a cache hit would skip writing the delta a later step reads from storage.
+            for task in (tune, train):
+                task.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)
+                task.set_caching_options(False)
+            register.set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0)
+            register.set_caching_options(False)
+        # the data step reads the registry (which languages the champion knows): never a cached answer
+        data.set_caching_options(False)
 
     return slam_pipeline
 

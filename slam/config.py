@@ -209,12 +209,16 @@ class TrackingConfig:
     """MLflow tracking URI; empty = MLFLOW_TRACKING_URI, else tracking is a do-nothing stand-in."""
     experiment: str = "slam"
     registry_name: str = "slam"
-    english_tolerance: float = 1.0
-    """Promotion gate: English may drop at most this many accuracy points vs the champion."""
+    gate_margin: float = 1.0
+    """Promotion gate: no language may drop more than this many accuracy points vs the champion."""
     retries: int = 3
-    """Bounded retries for MLflow calls before a clear error."""
-    parent_run_id: str = ""
-    """MLflow run that runs without an explicit parent nest under (the pipeline's or a Tune search's run)."""
+    """Bounded retries for MLflow calls that need an answer (registration) before a clear error."""
+    outage_wait_s: float = 600.0
+    """Training/evaluation never wait for MLflow: their logs are buffered while it is unreachable. At
+    the end of a run, how long to wait for it to come back before giving up on the buffered logs."""
+    parent: str = ""
+    """Run key (`slam.run_key`) of the run that runs without an explicit parent nest under, found or
+    created: the pipeline run's `pipeline/<KFP run id>`, or a Tune search's `tune/<name>` for its trials."""
 
 
 @dataclass(frozen=True)

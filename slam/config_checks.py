@@ -57,7 +57,6 @@ def semantic_problems(cfg: SlamConfig) -> list[str]:
             p.append(f"{name}: must be > 0, got {v}")
     for name, v in [("train.max_failures", t.max_failures), ("tune.max_concurrent_trials", tu.max_concurrent_trials),
                     ("probe.max_questions", cfg.probe.max_questions), ("tracking.retries", cfg.tracking.retries),
-                    ("tracking.english_tolerance", cfg.tracking.english_tolerance),
                     ("train.weight_decay", t.weight_decay), ("train.max_grad_norm", t.max_grad_norm),
                     ("eval.max_new_tokens", cfg.eval.max_new_tokens)]:
         if v < 0:
@@ -114,6 +113,10 @@ def _original_problems(cfg: SlamConfig) -> list[str]:
     if not 0 <= t.warmup_ratio < 1:
         p.append(f"train.warmup_ratio: must be in [0, 1), got {t.warmup_ratio}")
     p += probe_problems(cfg.probe, prefix="probe.")
+    for name, v in [("tracking.gate_margin", cfg.tracking.gate_margin),
+                    ("tracking.outage_wait_s", cfg.tracking.outage_wait_s)]:
+        if not v >= 0:  # NaN fails too
+            p.append(f"{name}: must be >= 0, got {v}")
     if cfg.tune.val_accuracy_limit < 0 or cfg.tune.english_tolerance < 0:
         p.append("tune.val_accuracy_limit and tune.english_tolerance: must be >= 0")
     if any(k <= 0 for k in cfg.tune.k_grid):

@@ -30,8 +30,8 @@ def generate(model: Any, tokenizer: Any, instructions: Sequence[str], *, batch_s
     (EOS included, padding not). `stop_pattern`: a regex; a row stops once its completion matches it
     (e.g. a finished "The answer is N." sentence), so a batch does not wait on rambling rows."""
     import torch
-    from tqdm.auto import tqdm
 
+    from slam.progress import progress as progress_bar
     from slam.prompts import encode_prompt
 
     stop_strings = STOP_STRINGS[template] if stop_strings is None else tuple(stop_strings)
@@ -47,7 +47,7 @@ def generate(model: Any, tokenizer: Any, instructions: Sequence[str], *, batch_s
     was_training = model.training
     model.eval()
     stop_kw: dict[str, Any] = {"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}
-    bar = tqdm(total=len(prompts), desc="generate", unit="q", disable=not progress)
+    bar = progress_bar(len(prompts), "generate", "q", enabled=progress)  # ETA lines off a terminal
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]

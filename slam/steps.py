@@ -63,12 +63,39 @@ def timed(fn: Callable[..., dict]) -> Callable[..., dict]:
         check_credentials()
         log.info("step %s starting", fn.__name__)
         t0 = time.perf_counter()
-        result = fn(*args, **kwargs)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException:
+            _mark_pipeline_failed(kwargs)
+            raise
         result.setdefault("outputs", {})["seconds"] = round(time.perf_counter() - t0, 2)
         log.info("step %s done in %.1f s -> %s", fn.__name__, result["outputs"]["seconds"], result.get("uri"))
         return result
 
     return wrapper
+
+
+def _mark_pipeline_failed(kwargs: dict) -> None:
+    """A failing step marks its pipeline's MLflow run FAILED (best effort; a KFP retry reopens it)."""
+    if not (kwargs.get("mlflow_uri") and kwargs.get("pipeline_run_id")):
+        return
+    from slam.config import TrackingConfig
+    from slam.tracking import get_tracker
+
+    try:
+        t = get_tracker(TrackingConfig(uri=kwargs["mlflow_uri"], experiment=kwargs.get("experiment") or "slam",
+                                       retries=1))
+        t.set_pipeline_status(t.pipeline_run(kwargs["pipeline_run_id"]), "FAILED")
+    except Exception:  # noqa: BLE001 - the step's own error is what matters
+        log.debug("could not mark the pipeline run failed", exc_info=True)
+
+
+def _overrides(value: str | list[str] | None) -> list[str]:
+    """The steps' config overrides: a list of `section.key=value` (a KFP list parameter), or one string of
+    them separated by newlines (what older compiled pipelines pass)."""
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return split_overrides(value or "")
 
 
 def _read_json_or_empty(uri: str) -> dict:
@@ -78,15 +105,16 @@ def _read_json_or_empty(uri: str) -> dict:
         return {}
 
 
-def _train_config(*, root: str, base_model: str, data_uri: str, preset: str, overrides: str, mlflow_uri: str,
-                  experiment: str, train: dict[str, Any]) -> SlamConfig:
-    """The preset YAML (or the defaults) + the step's overrides, then the pipeline's own values on top.
-    The model stays a URI: every process that loads it resolves it (slam.models.resolve_model)."""
-    from slam.config import load_config
+def _train_config(*, root: str, base_model: str, data_uri: str, preset: str, overrides: str | list[str],
+                  tracking: Any, train: dict[str, Any]) -> SlamConfig:
+    """The preset YAML (or the defaults) + the step's overrides, then the pipeline's own values on top
+    (tracking: the step's, nested under the pipeline run). The model stays a URI: every process that
+    loads it resolves it (slam.models.resolve_model)."""
+    from slam.config import load_config, to_dict
 
-    cfg = load_config(preset or None, overrides=split_overrides(overrides))
+    cfg = load_config(preset or None, overrides=_overrides(overrides))
     return cfg.replace(model={"path": base_model}, data={"train": data_uri}, train=train, storage={"root": root},
-                       tracking={"uri": mlflow_uri, "experiment": experiment or "slam"})
+                       tracking={k: v for k, v in to_dict(tracking).items() if k in ("uri", "experiment", "parent")})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -95,10 +123,32 @@ def _train_config(*, root: str, base_model: str, data_uri: str, preset: str, ove
 
 @timed
 def prepare_data(*, storage: str, languages: str, train_data: str = "", synth_problems: int = 200,
-                 synth_seed: int = 0) -> dict:
-    """Use a built dataset as is (`train_data`), or synthesize the multilingual world under storage."""
-    langs = split_list(languages, "languages")
-    if train_data:
+                 synth_seed: int = 0, languages_uri: str = "", registry_name: str = "slam", mlflow_uri: str = "",
+                 experiment: str = "slam", pipeline_run_id: str = "", pipeline_run_name: str = "") -> dict:
+    """Decide the training data and its languages, once, for every later step:
+    - languages_uri (one folder per language, slam.data.langdirs): the folders found there; nothing to do
+      (outputs.changed False) unless a language appeared that the current champion was not trained on;
+    - train_data: a built dataset used as is; otherwise: synthesize the multilingual world under storage."""
+    from slam import views
+
+    tc = views.step_tracking(mlflow_uri, experiment, pipeline_run_id, pipeline_run_name)
+    langs, changed, new, note = split_list(languages, "languages"), True, [], ""
+    if languages_uri:
+        from slam.data import langdirs
+
+        langs = langdirs.list_languages(languages_uri)
+        if not langs:
+            raise SlamError(f"languages_uri {languages_uri} has no <code>/train.jsonl folders")
+        trained = views.champion_languages(tc, registry_name) if mlflow_uri else None
+        new = [x for x in langs if x != "en" and x not in (trained or [])]
+        changed = trained is None or bool(new)
+        note = (f"champion of `{registry_name}` trained on {', '.join(trained) or '—'}; " if trained is not None else
+                f"no champion of `{registry_name}` yet; ") + (f"new: {', '.join(new)}" if new else "nothing new")
+        uri = step_uri(storage, "data", step_key("data", root=languages_uri, langs=langs,
+                                                 files=langdirs.fingerprint(languages_uri, langs), seed=synth_seed))
+        if changed and not store.exists(store.join(uri, store.SUCCESS)):
+            langdirs.build_from_languages(languages_uri, uri, langs, seed=synth_seed)
+    elif train_data:
         if not store.exists(store.join(train_data, "train.jsonl")):
             raise SlamError(f"train_data {train_data} has no train.jsonl (a `slam data build` output dir)")
         uri = train_data
@@ -114,20 +164,30 @@ def prepare_data(*, storage: str, languages: str, train_data: str = "", synth_pr
             log.info("data: reusing %s", uri)
         else:
             synth(uri, langs=langs, seed=synth_seed, **sizes)
-    manifest = _read_json_or_empty(store.join(uri, "manifest.json"))
-    md = f"# Training data\n\n`{uri}`\n\n```json\n{json.dumps(manifest.get('counts', manifest), indent=2)[:4000]}\n```\n"
-    return {"uri": uri, "outputs": {"languages": ",".join(langs)}, "metrics": {}, "markdown": md}
+    manifest = _read_json_or_empty(store.join(uri, "manifest.json")) if changed else {}
+    md = (f"**{note}**\n\n" if note else "") + (views.data_summary_markdown(uri, manifest) if changed else
+                                                 "Nothing to train: the pipeline stops here.\n")
+    views.track_data(tc, views.run_key(pipeline_run_id, "data", f"data/{uri}"), uri, langs, manifest, md,
+                {"languages_uri": languages_uri, "train_data": train_data, "synth_problems": synth_problems,
+                 "synth_seed": synth_seed}, new)
+    return {"uri": uri, "outputs": {"languages": ",".join(langs), "changed": changed, "new_languages": ",".join(new)},
+            "metrics": {f"rows/{k}": v for k, v in views.data_counts(manifest).items()}, "markdown": md}
+
+
 
 
 @timed
 def probe_layers(*, storage: str, base_model: str, data_uri: str, languages: str, method: str = "msd",
-                 top_k: int = 6, selection: str = "top-k", max_questions: int = 32) -> dict:
+                 top_k: int = 6, selection: str = "top-k", max_questions: int = 32, mlflow_uri: str = "",
+                 experiment: str = "slam", pipeline_run_id: str = "", pipeline_run_name: str = "") -> dict:
     """Probe the base model with the parallel probe questions: probe.json, heatmap, scores, summary."""
+    from slam import views
     from slam.config import ProbeConfig
     from slam.data.loaders import read_records
     from slam.models import load_model_and_tokenizer, resolve_model
     from slam.probe import run_probe
     from slam.probe.report import render_markdown, write_outputs
+    from slam.tracking import STEP_TAG, get_tracker
 
     langs = split_list(languages, "languages")
     src = store.join(data_uri, "probe.jsonl")
@@ -138,29 +198,43 @@ def probe_layers(*, storage: str, base_model: str, data_uri: str, languages: str
                    top_k=top_k, selection=selection, n=max_questions)
     out = step_uri(storage, "probe", key)
     report_uri = store.join(out, "probe.json")
-    if store.is_published(out):
-        report = store.read_json(report_uri)
-        log.info("probe: reusing %s", report_uri)
-    else:
-        model, tok = load_model_and_tokenizer(resolve_model(base_model), device="cpu")
-        report = run_probe(model, tok, read_records(src), pcfg)
-        write_outputs(report, out)
-    layers = report["selected_layers"]
-    metrics = {f"score_layer_{i:02d}": float(s) for i, s in enumerate(report["scores"])}
+    tc = views.step_tracking(mlflow_uri, experiment, pipeline_run_id, pipeline_run_name)
+    with get_tracker(tc).run("probe", key=views.run_key(pipeline_run_id, "probe", f"probe/{key}"),
+                             tags={STEP_TAG: "probe"}, background=True, system_metrics=True) as run:
+        run.log_params({"base_model": base_model, "method": method, "top_k": top_k, "selection": selection,
+                        "languages": ",".join(langs), "max_questions": max_questions, "data_uri": data_uri})
+        if store.is_published(out):
+            report = store.read_json(report_uri)
+            log.info("probe: reusing %s", report_uri)
+        else:
+            model, tok = load_model_and_tokenizer(resolve_model(base_model), device="cpu")
+            report = run_probe(model, tok, read_records(src), pcfg)
+            write_outputs(report, out)
+        layers = report["selected_layers"]
+        for i, score in enumerate(report["scores"]):  # a curve over layers: x = layer index
+            run.log_metrics({"probe/score": float(score)}, step=i)
+        run.set_tags({"slam.selected_layers": ",".join(map(str, layers)), "slam.probe_uri": report_uri})
+        with store.local_copy(out) as d:
+            for f in ("probe.json", "heatmap.png", "scores.png", "summary.md"):
+                if (d / f).exists():
+                    run.log_artifact(d / f, "probe")
+    metrics = {"probe/k": float(len(layers)), **{f"probe/score/layer_{i:02d}": float(x)
+                                                 for i, x in enumerate(report["scores"])}}
     stab = report.get("stability") or {}  # the probe's stability, as numbers next to the scores
     if (stab.get("split_half_tau") or {}).get("mean") is not None:
-        metrics.update({"split_half_tau": stab["split_half_tau"]["mean"], "stable": float(report["stable"]),
-                        "split_half_overlap": stab["split_half_overlap"]["mean"]})
+        metrics.update({"probe/split_half_tau": stab["split_half_tau"]["mean"], "probe/stable": float(report["stable"]),
+                        "probe/split_half_overlap": stab["split_half_overlap"]["mean"]})
     return {"uri": report_uri, "outputs": {"selected_layers": ",".join(map(str, layers))}, "metrics": metrics,
             "markdown": render_markdown(report) + f"\nReport: `{report_uri}`\n",
-            "figures": {f"Probe ({report['method']}): layer x language": store.read_bytes(store.join(out, "heatmap.png")),
+            "figures": {f"Probe ({report['method']}): layer x language, selected layers marked *":
+                        store.read_bytes(store.join(out, "heatmap.png")),
                         "Layer scores": store.read_bytes(store.join(out, "scores.png"))}}
 
 
 @timed
 def tune_layer_count(*, storage: str, base_model: str, data_uri: str, probe_uri: str, k_grid: str,
-                     preset: str = "", overrides: str = "", launcher: str = "local", mlflow_uri: str = "",
-                     experiment: str = "slam") -> dict:
+                     preset: str = "", overrides: str | list[str] = "", launcher: str = "local", mlflow_uri: str = "",
+                     experiment: str = "slam", pipeline_run_id: str = "", pipeline_run_name: str = "") -> dict:
     """Decide the layers to train (and the lr when tune.lr_grid searches it): Ray Tune over k with a reduced
     budget, or no search when the preset fixes train.layers or there is one candidate. -> tune.json"""
     from slam.config import parse_int_list
@@ -169,11 +243,14 @@ def tune_layer_count(*, storage: str, base_model: str, data_uri: str, probe_uri:
     ks = parse_int_list(k_grid, "k_grid")
     if not ks or any(k <= 0 for k in ks):
         raise SlamError(f"k_grid must list positive layer counts like 2,4,6; got {k_grid!r}")
+    from slam import views
+
     key = step_key("tune", model=base_model, data=store.content_digest(data_uri), probe=store.content_digest(probe_uri),
-                   k=ks, preset=preset, overrides=split_overrides(overrides))
+                   k=ks, preset=preset, overrides=_overrides(overrides))
     root = store.absolute(storage)
     cfg = _train_config(root=root, base_model=base_model, data_uri=data_uri, preset=preset, overrides=overrides,
-                        mlflow_uri=mlflow_uri, experiment=experiment, train={"probe": probe_uri})
+                        tracking=views.step_tracking(mlflow_uri, experiment, pipeline_run_id, pipeline_run_name),
+                        train={"probe": probe_uri})
     cfg = cfg.replace(tune={"k_grid": ks, "name": cfg.tune.name or f"tune-{key}"})
     result = _no_search(cfg, ks)
     if result is None:
@@ -232,36 +309,52 @@ def _tune_markdown(result: dict, ks: list[int], results_uri: str) -> str:
 
 @timed
 def train_slam(*, storage: str, base_model: str, data_uri: str, probe_uri: str, tune_uri: str, preset: str = "",
-               overrides: str = "", launcher: str = "local", mlflow_uri: str = "", experiment: str = "slam") -> dict:
+               overrides: str | list[str] = "", launcher: str = "local", mlflow_uri: str = "", experiment: str = "slam",
+               pipeline_run_id: str = "", pipeline_run_name: str = "") -> dict:
     """Fine-tune the FFN up/down of the layers the tune step decided (its tune.json); the delta lands
-    under storage."""
+    under storage. The training run logs live to MLflow, nested under the pipeline run."""
+    from slam import views
+    from slam.charts import loss_curve_png
     from slam.launch import get_launcher
+    from slam.train.loop import HISTORY
 
     best = store.read_json(tune_uri)["best"]
     decided: dict[str, Any] = {"probe": probe_uri, "layers": list(best["layers"])}
     if "lr" in best.get("searched", []):
         decided["lr"] = float(best["lr"])
     root = store.absolute(storage)
+    tc = views.step_tracking(mlflow_uri, experiment, pipeline_run_id, pipeline_run_name)
     cfg = _train_config(root=root, base_model=base_model, data_uri=data_uri, preset=preset, overrides=overrides,
-                        mlflow_uri=mlflow_uri, experiment=experiment, train=decided)
+                        tracking=tc, train=decided)
     key = step_key("train", model=base_model, data=store.content_digest(data_uri), probe=store.content_digest(probe_uri),
-                   decided=decided, preset=preset, overrides=split_overrides(overrides))
+                   decided=decided, preset=preset, overrides=_overrides(overrides))
     result = get_launcher(launcher).train(cfg, step="train", key=key)
-    metrics = {k: float(v) for k, v in (result.get("metrics") or {}).items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return {"uri": result["delta_uri"], "outputs": {"layers": ",".join(map(str, decided["layers"])),
-                                                    "lr": cfg.train.lr, "run_name": result.get("run_name", "")},
-            "metrics": metrics, "markdown": ""}
+    delta_uri, run_name = result["delta_uri"], result.get("run_name", "")
+    run_dir = delta_uri.rstrip("/").rsplit("/", 1)[0]
+    hist = _read_json_or_empty(store.join(run_dir, HISTORY))
+    history, val = hist.get("history") or [], hist.get("val") or []
+    m = result.get("metrics") or {}
+    metrics = {"train/loss": m.get("train_loss"), "val/loss": m.get("val_loss"), "train/steps": m.get("step"),
+               "train/seconds": m.get("wall_time")}
+    figures = {f"Training loss ({run_name})": loss_curve_png(history, val, f"training {run_name}")} if history else {}
+    return {"uri": delta_uri, "outputs": {"layers": ",".join(map(str, decided["layers"])), "lr": cfg.train.lr,
+                                         "run_name": run_name},
+            "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+            "markdown": views.history_markdown(history, val, run_name, delta_uri), "figures": figures}
 
 
 @timed
 def evaluate(*, storage: str, base_model: str, data_uri: str, delta_uri: str = "", label: str = "",
              tasks: str = "synthetic", languages: str = "", limit: int = 0, max_new_tokens: int = 0,
-             mlflow_uri: str = "", experiment: str = "slam") -> dict:
-    """Per-language accuracy of base (no delta) or base + delta on each task; eval.json/md/png per task."""
+             baseline_uri: str = "", mlflow_uri: str = "", experiment: str = "slam", pipeline_run_id: str = "",
+             pipeline_run_name: str = "") -> dict:
+    """Per-language accuracy of base (no delta) or base + delta on each task; eval.json/md/png per task.
+    With `baseline_uri` (the base's eval.json, same questions), the run also carries the base's numbers
+    and the differences, and the figures compare the two."""
     from slam import evaluate as ev
-    from slam.config import TrackingConfig
-    from slam.tracking import get_tracker, pipeline_tags
+    from slam import views
+    from slam.charts import compare_bars_png
+    from slam.tracking import STEP_TAG, TRAIN_RUN_TAG, get_tracker
 
     langs = split_list(languages, "languages")
     task_names = split_list(tasks, "tasks")
@@ -272,41 +365,50 @@ def evaluate(*, storage: str, base_model: str, data_uri: str, delta_uri: str = "
                    data=store.content_digest(data_uri) if data_uri else "", tasks=task_names, langs=langs,
                    limit=limit, max_new_tokens=max_new_tokens)
     out = step_uri(storage, "eval", f"{label}-{key}")
+    tc = views.step_tracking(mlflow_uri, experiment, pipeline_run_id, pipeline_run_name)
+    tracker = get_tracker(tc)
+    tags = {STEP_TAG: "eval", "slam.label": label, TRAIN_RUN_TAG: views.training_run(tracker, delta_uri) or None}
     model = tok = None
     reports: dict[str, tuple[str, dict]] = {}
-    for task in task_names:
-        task_uri = store.join(out, task)
-        json_uri = store.join(task_uri, "eval.json")
-        if store.exists(json_uri):  # eval.json is written last: present = complete
-            reports[task] = (json_uri, store.read_json(json_uri))
-            continue
-        if model is None:
-            model, tok = _load_for_eval(base_model, delta_uri)
-        report = ev.evaluate_task(model, tok, task, data_uri if task == "synthetic" else "", langs=langs or None,
-                                  limit=limit or None, max_new_tokens=max_new_tokens)
-        report["meta"].update({"label": label, "base_model": base_model, "delta": delta_uri})
-        ev.write_report(report, task_uri, title=f"{label}: {task} per-language accuracy (%)")
-        reports[task] = (json_uri, report)
-
+    with tracker.run(f"eval-{label}", key=views.run_key(pipeline_run_id, f"eval-{label}", f"eval/{label}/{key}"),
+                     tags=tags, background=True, system_metrics=True) as run:
+        run.log_params({"base_model": base_model, "delta": delta_uri or "(none)", "tasks": ",".join(task_names),
+                        "languages": ",".join(langs), "limit": limit, "max_new_tokens": max_new_tokens or "task default",
+                        "decoding": "greedy", "prompt": "alpaca", "answer": "last number", "data_uri": data_uri})
+        for task in task_names:
+            task_uri = store.join(out, task)
+            json_uri = store.join(task_uri, "eval.json")
+            if store.exists(json_uri):  # eval.json is written last: present = complete
+                reports[task] = (json_uri, store.read_json(json_uri))
+            else:
+                if model is None:
+                    model, tok = _load_for_eval(base_model, delta_uri)
+                report = ev.evaluate_task(model, tok, task, data_uri if task == "synthetic" else "",
+                                          langs=langs or None, limit=limit or None, max_new_tokens=max_new_tokens)
+                report["meta"].update({"label": label, "base_model": base_model, "delta": delta_uri})
+                ev.write_report(report, task_uri, title=f"{label}: {task} per-language accuracy (%)")
+                reports[task] = (json_uri, report)
+            views.track_eval_task(run, task, task_uri, reports[task][1], label, baseline_uri, data_uri)
     metrics: dict[str, float] = {}
     md = [f"# Evaluation: {label}\n"]
     figures = {}
     for task, (json_uri, report) in reports.items():
-        for lang, r in report["per_lang"].items():
-            metrics[f"{task}_acc_{lang}"] = r["accuracy"]
-        for k in ("average", "average_non_en", "english"):
-            if report.get(k) is not None:
-                metrics[f"{task}_{k}"] = report[k]
-        md.append(f"## {task}\n\n{ev.markdown_table(report)}\n\n`{json_uri}`\n")
+        base = views.baseline_report(baseline_uri, task)
+        metrics.update(views.accuracy_metrics(report, task))
+        if base is not None:
+            metrics.update(views.delta_metrics(base, report, task))
+            md.append(f"## {task}: base vs {label}\n\n{ev.compare_table(base, report, ('base', label))}\n\n`{json_uri}`\n")
+            figures[f"{task}: base vs {label} per language"] = compare_bars_png(base, report, ("base", label))
+        else:
+            md.append(f"## {task}\n\n{ev.markdown_table(report)}\n\n`{json_uri}`\n")
         figures[f"{label}: {task}"] = store.read_bytes(store.join(store.join(out, task), "eval.png"))
     first_uri, first = next(iter(reports.values()))
-    tracker = get_tracker(TrackingConfig(uri=mlflow_uri, experiment=experiment or "slam"))
-    with tracker.run(f"eval-{label}", key=f"eval/{label}/{key}", tags=pipeline_tags({"slam.step": "eval"})) as run:
-        run.log_params({"base_model": base_model, "delta": delta_uri or "(none)", "tasks": task_names,
-                        "langs": langs, "limit": limit})
-        run.log_metrics(metrics)
     return {"uri": first_uri, "outputs": {"average": float(first.get("average") or 0.0), "label": label},
             "metrics": metrics, "markdown": "\n".join(md), "figures": figures}
+
+
+
+
 
 
 def _load_for_eval(base_model: str, delta_uri: str):
@@ -324,22 +426,42 @@ def _load_for_eval(base_model: str, delta_uri: str):
 
 @timed
 def register_model(*, base_model: str, delta_uri: str, probe_uri: str, slam_eval_uri: str, base_eval_uri: str,
-                   registry_name: str, mlflow_uri: str, experiment: str = "slam") -> dict:
-    """Register the delta (same delta twice = one version) and gate `champion`; a model card comparing
-    base vs SLAM per language."""
-    from slam import registry
-    from slam.config import TrackingConfig
+                   registry_name: str, mlflow_uri: str, experiment: str = "slam", gate_margin: float = 1.0,
+                   pipeline_run_id: str = "", pipeline_run_name: str = "") -> dict:
+    """Register the delta (same delta twice = one version) and gate `champion` per language; the model
+    card compares base vs SLAM per language and shows the gate's table. Ends the pipeline's MLflow run
+    with its headline numbers."""
+    from slam import registry, views
     from slam.delta import read_manifest
     from slam.evaluate import check_report, compare_table
+    from slam.tracking import MlflowTracker, get_tracker
 
-    tracking = TrackingConfig(uri=mlflow_uri, experiment=experiment or "slam", registry_name=registry_name)
-    result = registry.register_delta(tracking, delta_uri, slam_eval_uri, name=registry_name, base=base_model)
+    tc = views.step_tracking(mlflow_uri, experiment, pipeline_run_id, pipeline_run_name, registry_name=registry_name,
+                             gate_margin=gate_margin)
+    result = registry.register_delta(tc, delta_uri, slam_eval_uri, base_eval_uri=base_eval_uri, name=registry_name,
+                                     base=base_model,
+                                     run_key=views.run_key(pipeline_run_id, "register", ""))
     base_report, slam_report = (check_report(store.read_json(u), u) for u in (base_eval_uri, slam_eval_uri))
     manifest = read_manifest(delta_uri)
+    task = (slam_report.get("meta") or {}).get("task", "synthetic")
+    headline = {**{f"base/{k[4:]}": v for k, v in views.accuracy_metrics(base_report, task).items()},
+                **views.accuracy_metrics(slam_report, task), **views.delta_metrics(base_report, slam_report, task)}
+    tracker = get_tracker(tc)
+    if pipeline_run_id and isinstance(tracker, MlflowTracker):
+        parent = tracker.pipeline_run(pipeline_run_id, pipeline_run_name)
+        from slam.tracking import MlflowRun
+
+        summary = MlflowRun(tracker, parent, "pipeline")
+        summary.log_metrics(headline)
+        summary.set_tags({"slam.registered_model": f"{result.name}/{result.version}", "slam.alias": result.alias,
+                          "slam.gate": result.reason})
+        tracker.set_pipeline_status(parent, "FINISHED")
     md = (f"# {result.name} version {result.version} ({result.alias})\n\n{result.reason}\n\n"
+          + (f"## Gate, per language\n\n{result.table}\n\n" if result.table else "")
+          + f"## Base vs SLAM ({task})\n\n{compare_table(base_report, slam_report, ('base', 'SLAM'))}\n\n"
           f"Tuned layers: {manifest.get('layers')} ({manifest.get('fraction', 0):.2%} of the parameters; "
-          f"probe `{probe_uri}`)  \nDelta: `{delta_uri}`\n\n"
-          f"{compare_table(base_report, slam_report, ('base', 'SLAM'))}\n")
+          f"probe `{probe_uri}`)  \nDelta: `{delta_uri}`\n")
+    keep = ("acc/", "delta/")
     return {"uri": result.model_uri, "outputs": {"version": result.version, "alias": result.alias,
                                                  "created": result.created, "run_id": result.run_id},
-            "metrics": {}, "markdown": md}
+            "metrics": {k: v for k, v in headline.items() if k.startswith(keep) and "avg" in k}, "markdown": md}

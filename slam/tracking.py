@@ -1,24 +1,30 @@
 """Experiment tracking: MLflow when a tracking URI is configured, a do-nothing stand-in otherwise.
 
     tracker = get_tracker(cfg.tracking)            # cfg.tracking.uri or MLFLOW_TRACKING_URI, else NullTracker
-    with tracker.run("pipeline", key=pipeline_key("demo")) as parent:
-        with tracker.run("train", key=f"{parent.id}/train", parent_run_id=parent.id) as run:
-            run.log_params({"lr": 1e-4, "layers": [0, 1]})
-            run.log_metrics({"train_loss": 1.2}, step=10)
-            run.log_artifact("eval.png", "eval")
+    tracker.pipeline_run("8f2c…", name="slam-sw-th-20261129")      # one parent run per KFP run
+    with tracker.run("eval-slam", key="8f2c…/eval-slam", parent_key="pipeline/8f2c…", background=True) as run:
+        run.log_params({"max_new_tokens": 96})
+        run.log_metrics({"acc/synthetic/de": 25.0}, step=0)
+        run.log_artifact("eval.png", "eval")
+        run.log_dataset(dataset_input("train", "s3://b/data", digest="ab12", languages=["en", "de"]))
 
-When KFP_RUN_ID (or SLAM_PIPELINE_RUN_ID) is set, every run without an explicit parent nests under one
-`pipeline-<id>` run, shared by all steps (pods) of that pipeline run. Runs are found-or-created by the tag `slam.run_key`: a Ray worker restart or a re-run of a pipeline step
-re-attaches to its run instead of adding a duplicate. We use `MlflowClient` with explicit run ids, never
-the fluent active-run stack, so threads and Ray workers cannot mix up runs. Every MLflow call gets
-bounded retries with exponential backoff (cfg.tracking.retries), then a one-line `SlamError`; callers
-write their results to storage first, so an MLflow outage never loses them. Log from rank 0 only
+Runs are found-or-created by the tag `slam.run_key`: a Ray worker restart or a KFP retry of a step
+re-attaches to its run instead of adding a duplicate. We use `MlflowClient` with explicit run ids,
+never the fluent active-run stack, so threads and Ray workers cannot mix up runs. Log from rank 0 only
 (other ranks get a `NullTracker`).
+
+Two kinds of run, one interface. A plain run calls MLflow synchronously with bounded retries (0.5, 1,
+2 s), then raises a one-line `SlamError` (registration needs answers). A `background=True` run
+(training, evaluation, probing) never blocks or fails its caller: calls are queued in order and sent
+by one thread; while MLflow is unreachable they are buffered and retried, and flushed when it is
+back (`slam.tracking_buffer`). Results are always written to storage first, so nothing depends on
+MLflow being up.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -36,16 +42,28 @@ log = logging.getLogger(__name__)
 
 RUN_KEY_TAG = "slam.run_key"
 PARENT_TAG = "mlflow.parentRunId"
+STEP_TAG = "slam.step"
+PIPELINE_RUN_TAG = "slam.pipeline_run"      # MLflow id of the pipeline's parent run, on every step's run
+TRAIN_RUN_TAG = "slam.train_run"            # MLflow id of the training run, on eval/register runs
 # Env vars that identify the orchestrator run; copied onto every run as tags when present.
 PIPELINE_ENV_TAGS = {
     "KFP_RUN_ID": "kfp.run_id",
     "KFP_RUN_NAME": "kfp.run_name",
-    "SLAM_PIPELINE_RUN_ID": "slam.pipeline_run_id",
+    "SLAM_PIPELINE_RUN_ID": "kfp.run_id",
     "RAY_JOB_ID": "ray.job_id",
 }
 # MLflow's own error codes that mean "try again later" (a down server surfaces as INTERNAL_ERROR).
 _RETRYABLE_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"}
 _MAX_PARAM_LEN = 6000
+
+# A new experiment: the note on its overview page, and the kind that MLflow UIs which read it open in
+# (3.17 ignores it and takes the view from the URL: see slam.mlflow_ui).
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    "mlflow.note.content": "SLAM runs: one parent run per pipeline run with its steps nested (data, probe, tune, "
+    "train, eval-base, eval-slam, register). Compare base and SLAM on the `acc/<task>/<lang>` metrics (percent); "
+    "the eval-slam run also carries `base/…` and `delta/…`.",
+}
 
 T = TypeVar("T")
 
@@ -68,6 +86,27 @@ def pipeline_tags(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return tags
 
 
+@functools.lru_cache(maxsize=1)
+def source_tags() -> dict[str, str]:
+    """What produced a run: slam's version, and the git commit when slam runs from a checkout (dev, CI)."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("slam")
+    except PackageNotFoundError:
+        v = "unknown"
+    tags = {"mlflow.source.type": "JOB", "mlflow.source.name": f"slam {v}", "slam.version": v}
+    try:
+        out = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+        if out.returncode == 0 and len(out.stdout.strip()) == 40:
+            tags["mlflow.source.git.commit"] = out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return tags
+
+
 def pipeline_key(fallback: str) -> str:
     """Key of the one parent run per pipeline run: the KFP run id when there is one, else `fallback`."""
     return os.environ.get("KFP_RUN_ID") or os.environ.get("SLAM_PIPELINE_RUN_ID") or fallback
@@ -78,6 +117,33 @@ def _param_value(v: Any) -> str:
     with user:password@, a key=secret inside an override string), cut to MLflow's limit."""
     s = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
     return redact(s)[:_MAX_PARAM_LEN]
+
+
+def _numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {str(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def is_transient(e: BaseException) -> bool:
+    """An error that means "MLflow is not reachable right now" (worth waiting for), not "you asked wrong"."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(e, MlflowException):
+        return e.error_code in _RETRYABLE_CODES
+    return isinstance(e, (OSError, ConnectionError))  # requests' errors subclass OSError
+
+
+def dataset_input(name: str, source: str, *, digest: str, context: str, languages: list[str] | None = None,
+                  counts: Mapping[str, Any] | None = None, columns: list[str] | None = None) -> Any:
+    """An MLflow dataset input (what `mlflow.log_input` records): name, digest, source URI, and a
+    profile with the languages and row counts, shown in the run's Datasets panel."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    schema = {"mlflow_colspec": [{"type": "string", "name": c, "required": True} for c in columns or []]}
+    profile = {"languages": ",".join(languages or []), **{k: v for k, v in (counts or {}).items()}}
+    source_type = "s3" if source.startswith("s3://") else "local"
+    ds = Dataset(name=name, digest=digest[:36], source_type=source_type, source=json.dumps({"uri": source}),
+                 schema=json.dumps(schema), profile=json.dumps(profile, default=str))
+    return DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -102,7 +168,13 @@ class NullRun:
     def log_dict(self, obj: Any, artifact_file: str) -> None:
         pass
 
+    def log_text(self, text: str, artifact_file: str) -> None:
+        pass
+
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        pass
+
+    def log_dataset(self, dataset: Any) -> None:
         pass
 
 
@@ -111,14 +183,22 @@ class NullTracker:
 
     enabled = False
     uri = ""
+    experiment_id = ""
 
     @contextlib.contextmanager
-    def run(self, name: str, key: str, tags: dict | None = None,
-            parent_run_id: str | None = None) -> Iterator[NullRun]:
+    def run(self, name: str, key: str, tags: dict | None = None, parent_run_id: str | None = None,
+            parent_key: str | None = None, background: bool = False,
+            system_metrics: bool = False) -> Iterator[NullRun]:
         yield NullRun()
 
     def find_run(self, key: str) -> None:
         return None
+
+    def pipeline_run(self, kfp_run_id: str, name: str = "", call: Any = None) -> str:
+        return ""
+
+    def set_pipeline_status(self, run_id: str, status: str) -> None:
+        pass
 
 
 # --------------------------------------------------------------------------------------------------
@@ -151,8 +231,7 @@ class MlflowRun:
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        items = [Metric(str(k), float(v), ts, int(step or 0)) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        items = [Metric(k, v, ts, int(step or 0)) for k, v in _numeric(metrics).items()]
         for i in range(0, len(items), 1000):
             self._t._call("log metrics", self._t.client.log_batch, self.id, metrics=items[i:i + 1000])
 
@@ -164,9 +243,12 @@ class MlflowRun:
         self._t._call(f"log artifact {p.name}", fn, self.id, str(p), artifact_path)
 
     def log_dict(self, obj: Any, artifact_file: str) -> None:
+        self.log_text(json.dumps(obj, indent=2, default=str), artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
         with tempfile.TemporaryDirectory(prefix="slam-track-") as tmp:
             f = Path(tmp) / Path(artifact_file).name
-            f.write_text(json.dumps(obj, indent=2, default=str))
+            f.write_text(text, encoding="utf-8")
             parent = str(Path(artifact_file).parent)
             self.log_artifact(f, None if parent == "." else parent)
 
@@ -177,6 +259,9 @@ class MlflowRun:
         if items:
             self._t._call("set tags", self._t.client.log_batch, self.id, tags=items)
 
+    def log_dataset(self, dataset: Any) -> None:
+        self._t._call("log dataset", self._t.client.log_inputs, self.id, datasets=[dataset])
+
 
 class MlflowTracker:
     """MLflow tracking through `MlflowClient` with explicit run ids and bounded retries."""
@@ -184,15 +269,16 @@ class MlflowTracker:
     enabled = True
 
     def __init__(self, uri: str, experiment: str = "slam", retries: int = 3, backoff_s: float = 0.5,
-                 parent_run_id: str = "") -> None:
+                 parent: str = "", outage_wait_s: float = 600.0) -> None:
         self.uri = uri
-        self.parent_run_id = parent_run_id
+        self.parent = parent
         self.experiment = experiment
         self.retries = max(0, retries)
         self.backoff_s = backoff_s
+        self.outage_wait_s = outage_wait_s
         self._client = None
         self._experiment_id: str | None = None
-        self._pipeline_run_id: str | None = None
+        self._parents: dict[str, str] = {}
 
     def __getstate__(self) -> dict:  # picklable into Ray workers: the client is rebuilt there
         return {**self.__dict__, "_client": None}
@@ -221,37 +307,38 @@ class MlflowTracker:
         for attempt in range(self.retries + 1):
             try:
                 return fn(*args, **kwargs)
-            except MlflowException as e:
-                if e.error_code not in _RETRYABLE_CODES:
+            except (MlflowException, OSError, ConnectionError) as e:
+                if not is_transient(e):
                     raise SlamError(redact(f"MLflow {what} failed at {self.uri}: {_first_line(e)}")) from None
                 err: Exception = e
-            except (OSError, ConnectionError) as e:  # requests' errors subclass OSError
-                err = e
             if attempt < self.retries:
                 delay = self.backoff_s * 2 ** attempt
-                log.warning("MLflow %s failed (%s); retry %d/%d in %.1f s", what, redact(_first_line(err)),
-                            attempt + 1, self.retries, delay)
+                log.debug("MLflow %s failed (%s); retry %d/%d in %.1f s", what, redact(_first_line(err)),
+                          attempt + 1, self.retries, delay)
                 time.sleep(delay)
         raise SlamError(redact(f"MLflow {what} failed at {self.uri} after {self.retries + 1} attempts: "
                                f"{_first_line(err)} (results already written to storage are kept)"))
 
     @property
     def experiment_id(self) -> str:
-        if self._experiment_id is None:
-            exp = self._call("get experiment", self.client.get_experiment_by_name, self.experiment)
-            if exp is None:
-                from mlflow.exceptions import MlflowException
+        return self._exp_id(self._call)
 
-                try:
-                    self._experiment_id = self.client.create_experiment(
-                        self.experiment, artifact_location=self._artifact_location())
-                except MlflowException:  # created meanwhile by another process
-                    exp = self._call("get experiment", self.client.get_experiment_by_name, self.experiment)
-                    if exp is None:
-                        raise SlamError(redact(f"MLflow: cannot create experiment {self.experiment!r} at "
-                                               f"{self.uri}")) from None
-                    self._experiment_id = exp.experiment_id
-            else:
+    def _exp_id(self, call: Callable) -> str:
+        """The experiment's id, created on first use (`call`: bounded retries, or the background writer's one try)."""
+        if self._experiment_id is None:
+            from mlflow.exceptions import MlflowException
+
+            exp = call("get experiment", self.client.get_experiment_by_name, self.experiment)
+            if exp is not None:
+                self._experiment_id = exp.experiment_id
+                return self._experiment_id
+            try:
+                self._experiment_id = call("create experiment", self.client.create_experiment, self.experiment,
+                                           artifact_location=self._artifact_location(), tags=EXPERIMENT_TAGS)
+            except (MlflowException, SlamError) as e:  # created meanwhile by another process?
+                exp = call("get experiment", self.client.get_experiment_by_name, self.experiment)
+                if exp is None:
+                    raise e
                 self._experiment_id = exp.experiment_id
         return self._experiment_id
 
@@ -262,53 +349,101 @@ class MlflowTracker:
             return (root / "artifacts" / self.experiment).resolve().as_uri()
         return None
 
+    def _search_key(self, key: str, call: Callable) -> list[Any]:
+        return call("search runs", self.client.search_runs, [self._exp_id(call)],
+                    filter_string=f"tags.`{RUN_KEY_TAG}` = '{_quote(key)}'",
+                    order_by=["attributes.start_time ASC"], max_results=10)
+
     def find_run(self, key: str):
         """The oldest active run tagged `slam.run_key=key`, or None."""
-        runs = self._call("search runs", self.client.search_runs, [self.experiment_id],
-                          filter_string=f"tags.`{RUN_KEY_TAG}` = '{_quote(key)}'",
-                          order_by=["attributes.start_time ASC"], max_results=10)
+        runs = self._search_key(key, self._call)
         return runs[0] if runs else None
 
-    def _find_or_create(self, name: str, key: str, tags: dict[str, str]) -> str:
-        found = self.find_run(key)
-        if found is not None:
+    def find_or_create(self, name: str, key: str, tags: dict[str, str], call: Callable | None = None) -> str:
+        """The run tagged `slam.run_key=key` (reopened), or a new one. `call` = how to call MLflow
+        (default: bounded retries; the background writer passes its own)."""
+        call = call or self._call
+        runs = self._search_key(key, call)
+        if runs:
+            found = runs[0]
             if found.info.status != "RUNNING":
-                self._call("reopen run", self.client.update_run, found.info.run_id, status="RUNNING")
-            log.info("MLflow: re-attached to run %s (%s)", found.info.run_id, key)
+                call("reopen run", self.client.update_run, found.info.run_id, status="RUNNING")
+            log.debug("MLflow: re-attached to run %s (%s)", found.info.run_id, key)
             return found.info.run_id
-        run = self._call("create run", self.client.create_run, self.experiment_id, run_name=name, tags=tags)
-        # Two processes may have raced past find_run: keep the oldest run, delete ours if we lost.
-        oldest = self.find_run(key)
-        if oldest is not None and oldest.info.run_id != run.info.run_id:
-            self._call("delete duplicate run", self.client.delete_run, run.info.run_id)
-            return oldest.info.run_id
+        run = call("create run", self.client.create_run, self._exp_id(call), run_name=name,
+                   tags={**source_tags(), **tags})
+        # Two processes may have raced past the search: keep the oldest run, delete ours if we lost.
+        runs = self._search_key(key, call)
+        if runs and runs[0].info.run_id != run.info.run_id:
+            call("delete duplicate run", self.client.delete_run, run.info.run_id)
+            return runs[0].info.run_id
         return run.info.run_id
 
-    def _pipeline_parent(self, exclude_key: str) -> str:
-        """The one parent run of this orchestrator run (KFP_RUN_ID / SLAM_PIPELINE_RUN_ID), found or created."""
-        run_id = os.environ.get("KFP_RUN_ID") or os.environ.get("SLAM_PIPELINE_RUN_ID")
-        key = f"pipeline/{run_id}"
-        if not run_id or key == exclude_key:
+    def pipeline_run(self, kfp_run_id: str, name: str = "", call: Callable | None = None) -> str:
+        """The one parent run of KFP run `kfp_run_id` (found or created), RUNNING while steps run."""
+        if not kfp_run_id:
             return ""
-        if self._pipeline_run_id is None:
-            tags = {**pipeline_tags(), RUN_KEY_TAG: key, "slam.step": "pipeline"}
-            self._pipeline_run_id = self._find_or_create(f"pipeline-{run_id}", key, tags)
-            # steps come and go in separate pods: the parent is a container, not a process with an end
-            self._call("end run", self.client.set_terminated, self._pipeline_run_id, "FINISHED")
-        return self._pipeline_run_id
+        key = f"pipeline/{kfp_run_id}"
+        if key not in self._parents:
+            tags = {**pipeline_tags(), "kfp.run_id": kfp_run_id, RUN_KEY_TAG: key, STEP_TAG: "pipeline"}
+            if name:
+                tags["kfp.run_name"] = name
+            self._parents[key] = self.find_or_create(name or f"pipeline-{kfp_run_id[:8]}", key, tags, call)
+        return self._parents[key]
+
+    def resolve_parent(self, key: str, call: Callable | None = None) -> str:
+        """The MLflow id of the run with key `key` (created when it does not exist yet: a pipeline's parent
+        run, or a Tune search's run that an outage kept from being created before its trials)."""
+        if key.startswith("pipeline/"):
+            return self.pipeline_run(key[len("pipeline/"):], call=call)
+        if key not in self._parents:
+            self._parents[key] = self.find_or_create(key.rsplit("/", 1)[-1], key, {RUN_KEY_TAG: key}, call)
+        return self._parents[key]
+
+    def set_pipeline_status(self, run_id: str, status: str) -> None:
+        """FINISHED by the last step, FAILED by a failing one (a KFP retry reopens it)."""
+        if run_id:
+            self._call("set pipeline status", self.client.update_run, run_id, status=status)
+
+    def _parent_key(self, key: str, parent_key: str | None) -> str:
+        """Explicit parent key, else the tracker's (cfg.tracking.parent), else KFP_RUN_ID from the env."""
+        env = os.environ.get("KFP_RUN_ID") or os.environ.get("SLAM_PIPELINE_RUN_ID")
+        chosen = parent_key or self.parent or (f"pipeline/{env}" if env else "")
+        return "" if chosen == key else chosen
 
     @contextlib.contextmanager
-    def run(self, name: str, key: str, tags: dict | None = None,
-            parent_run_id: str | None = None) -> Iterator[MlflowRun]:
-        """Find-or-create the run tagged `slam.run_key=key`; FINISHED on exit, FAILED on an exception."""
+    def run(self, name: str, key: str, tags: dict | None = None, parent_run_id: str | None = None,
+            parent_key: str | None = None, background: bool = False,
+            system_metrics: bool = False) -> Iterator[Any]:
+        """Find-or-create the run tagged `slam.run_key=key`; FINISHED on exit, FAILED on an exception.
+
+        Nested under `parent_run_id`, else under the run keyed `parent_key` / cfg.tracking.parent.
+        background=True: a `BufferedRun` that never blocks or raises on MLflow errors (see module doc);
+        system_metrics=True (background runs): CPU/memory/disk/network/GPU as `system/…` metrics."""
         if not key:
             raise SlamError(f"tracking run {name!r} needs a non-empty key")
+        pkey = "" if parent_run_id else self._parent_key(key, parent_key)
         all_tags = {**{k: _param_value(v) for k, v in {**pipeline_tags(), **(tags or {})}.items() if v is not None},
                     RUN_KEY_TAG: key}
-        parent_run_id = parent_run_id or self.parent_run_id or self._pipeline_parent(exclude_key=key)
-        if parent_run_id:
-            all_tags[PARENT_TAG] = parent_run_id
-        run_id = self._find_or_create(name, key, all_tags)
+        if pkey.startswith("pipeline/"):
+            all_tags["kfp.run_id"] = pkey[len("pipeline/"):]
+        if background:
+            from slam.tracking_buffer import BufferedRun
+
+            brun = BufferedRun(self, name, key, all_tags, parent_run_id or "", pkey, system_metrics=system_metrics)
+            try:
+                yield brun
+            except BaseException:
+                brun.close("FAILED", wait_s=min(30.0, self.outage_wait_s))
+                raise
+            brun.close("FINISHED", wait_s=self.outage_wait_s)
+            return
+        parent = parent_run_id or (self.resolve_parent(pkey) if pkey else "")
+        if parent:
+            all_tags[PARENT_TAG] = parent
+            if pkey.startswith("pipeline/"):
+                all_tags[PIPELINE_RUN_TAG] = parent
+        run_id = self.find_or_create(name, key, all_tags)
         run = MlflowRun(self, run_id, name)
         try:
             yield run
@@ -325,13 +460,13 @@ Tracker = NullTracker | MlflowTracker
 def get_tracker(tracking_cfg: TrackingConfig) -> Tracker:
     """MlflowTracker when cfg.uri or MLFLOW_TRACKING_URI is set, else the do-nothing NullTracker.
 
-    Runs opened without a parent_run_id nest under cfg.parent_run_id (so a training loop inside a Tune
-    trial becomes that search's nested trial run without knowing about Tune)."""
+    Runs opened without a parent nest under the run keyed cfg.parent (the pipeline's run, or a Tune
+    search's run for the training loop of each trial)."""
     uri = resolve_uri(tracking_cfg)
     if not uri:
         return NullTracker()
-    return MlflowTracker(uri, tracking_cfg.experiment, retries=tracking_cfg.retries,
-                         parent_run_id=tracking_cfg.parent_run_id)
+    return MlflowTracker(uri, tracking_cfg.experiment, retries=tracking_cfg.retries, parent=tracking_cfg.parent,
+                         outage_wait_s=tracking_cfg.outage_wait_s)
 
 
 def _quote(s: str) -> str:

@@ -91,14 +91,18 @@ def test_prepare_data_component_alone_under_kfp_local(tmp_path):
     from components.prepare_data import prepare_data
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
-    kw = dict(languages="en,de", train_data="", synth_problems=12, synth_seed=3, storage=str(tmp_path / "store"))
+    kw = dict(languages="en,de", train_data="", synth_problems=12, synth_seed=3, storage=str(tmp_path / "store"),
+              languages_uri="", registry_name="slam", mlflow_uri="", experiment="slam", pipeline_run_id="",
+              pipeline_run_name="")
     task = prepare_data(**kw)
+    assert task.outputs["Output"] == "en,de"   # the languages the rest of the pipeline uses
     ds = task.outputs["dataset"]
     uri = ds.metadata["uri"]
     assert uri.startswith(str(tmp_path / "store" / "data"))
     assert {"train.jsonl", "val.jsonl", "test.jsonl", "probe.jsonl", "manifest.json"} <= \
         {p.name for p in (tmp_path / "store" / "data").rglob("*.jsonl")} | {"manifest.json"}
-    assert "Training data" in open(task.outputs["summary"].path).read()
+    summary = open(task.outputs["summary"].path).read()
+    assert "Training data" in summary and "| de | 12 | 12 |" in summary   # a table per language and split
     again = prepare_data(**kw)  # same inputs, same place (reused, not rewritten)
     assert again.outputs["dataset"].metadata["uri"] == uri
 

@@ -26,6 +26,15 @@ def compiled(tmp_path_factory):
     return out, list(yaml.safe_load_all(out.read_text()))
 
 
+def all_tasks(doc: dict) -> dict:
+    """Every step task, wherever it sits: the root DAG and the "new data" condition's DAG."""
+    tasks = {k: v for k, v in doc["root"]["dag"]["tasks"].items() if not k.startswith("condition-")}
+    for name, comp in doc["components"].items():
+        if name.startswith("comp-condition-"):
+            tasks.update(comp["dag"]["tasks"])
+    return tasks
+
+
 def test_compiled_yaml_parses_strictly_into_pipeline_and_platform_spec(compiled):
     from kfp.pipeline_spec import pipeline_spec_pb2
 
@@ -34,7 +43,13 @@ def test_compiled_yaml_parses_strictly_into_pipeline_and_platform_spec(compiled)
     spec = json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec())
     platform = json_format.ParseDict(docs[1], pipeline_spec_pb2.PlatformSpec())
     assert spec.pipeline_info.name == "slam"
-    assert set(spec.root.dag.tasks) == STEPS
+    assert set(all_tasks(docs[0])) == STEPS
+    assert set(spec.root.dag.tasks) == {"prepare-data", "condition-1"}  # nothing runs unless there is new data
+    # every step learns the KFP run id and name: its MLflow run nests under one run per pipeline run
+    for name, task in all_tasks(docs[0]).items():
+        params = task["inputs"]["parameters"]
+        assert params["pipeline_run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}", name
+        assert params["pipeline_run_name"]["runtimeValue"]["constant"] == "{{$.pipeline_job_name}}", name
     assert "kubernetes" in platform.platforms
 
 
@@ -66,7 +81,7 @@ def test_round_trip_through_load_component_from_file_and_recompile(compiled, tmp
 
 def test_resources_retries_caching_and_secrets(compiled):
     _, docs = compiled
-    tasks = docs[0]["root"]["dag"]["tasks"]
+    tasks = all_tasks(docs[0])
     executors = docs[0]["deploymentSpec"]["executors"]
     k8s = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name, task in tasks.items():
@@ -88,6 +103,9 @@ def test_resources_retries_caching_and_secrets(compiled):
     assert tasks["train-slam"]["inputs"]["artifacts"]["tuned"]["taskOutputArtifact"] == \
         {"producerTask": "tune-layer-count", "outputArtifactKey": "results"}
     assert "top_k" not in tasks["train-slam"]["inputs"].get("parameters", {})
+    # base vs SLAM in one view: the SLAM evaluation gets the base's report
+    slam_eval = next(t for t in tasks.values() if "baseline" in t["inputs"].get("artifacts", {}))
+    assert slam_eval["inputs"]["artifacts"]["baseline"]["taskOutputArtifact"]["producerTask"] == "evaluate"
 
 
 def test_cpu_only_compile_requests_no_gpu(tmp_path):
@@ -126,10 +144,17 @@ def test_params_are_typed_and_problems_reported_together():
 
     assert parse_params(["synth_problems=50", "k-grid=2,4"], languages="sw,th", storage=None) == \
         {"synth_problems": 50, "k_grid": "2,4", "languages": "sw,th"}
+    # one syntax: section.key=value is a config override for the Tune trials and the training run; a list
+    # parameter given twice accumulates, a JSON list works too
+    got = parse_params(["train.lr=1e-4", "tune_overrides=tune.max_steps=4", 'train_overrides=["a.b=1"]',
+                        "gate_margin=2", "train.max_steps=3"])
+    assert got == {"train_overrides": ["train.lr=1e-4", "a.b=1", "train.max_steps=3"],
+                   "tune_overrides": ["train.lr=1e-4", "tune.max_steps=4", "train.max_steps=3"], "gate_margin": 2.0}
     with pytest.raises(SlamError) as e:
-        parse_params(["synth_problems=many", "nope=1", "junk"])
+        parse_params(["synth_problems=many", "nope=1", "junk", "gate_margin=x", 'train_overrides=["x"'])
     msg = str(e.value)
     assert "expected an integer" in msg and "unknown pipeline parameter 'nope'" in msg and "'junk'" in msg
+    assert "gate_margin: expected a number" in msg and "train_overrides: expected a list" in msg
 
 
 def test_slam_cli_compile_and_cron_error(tmp_path, capsys):
@@ -139,3 +164,6 @@ def test_slam_cli_compile_and_cron_error(tmp_path, capsys):
     assert (tmp_path / "p.yaml").exists()
     assert main(["pipeline", "schedule", "--host", "http://127.0.0.1:9", "--cron", "0 3 * * 1"]) == 2
     assert "did you mean '0 0 3 * * 1'" in capsys.readouterr().err
+    assert main(["pipeline", "schedule", "--host", "http://127.0.0.1:9", "--cron", "0 0 3 * * *",
+                 "languages_uri=s3://b/languages"]) == 2
+    assert "needs mlflow_uri" in capsys.readouterr().err

@@ -102,7 +102,7 @@ def test_submit_sends_the_compiled_spec_and_typed_parameters(kfp_server, capsys)
     from slam.cli import main
 
     rc = main(["pipeline", "submit", "--host", kfp_server.host, "--experiment", "slam-test", "--run-name", "r1",
-               "--languages", "sw,th", "--storage", "s3://bucket/runs", "-p", "synth_problems=50"])
+               "languages=sw,th", "storage=s3://bucket/runs", "synth_problems=50", "train.max_steps=5"])
     assert rc == 0, capsys.readouterr().err
     assert _json(capsys.readouterr().out)["run_id"] == "run-1"
     (exp,) = _posts(kfp_server, "/apis/v2beta1/experiments")
@@ -112,16 +112,18 @@ def test_submit_sends_the_compiled_spec_and_typed_parameters(kfp_server, capsys)
     assert body["display_name"] == "r1" and body["experiment_id"] == "exp-1"
     spec, platform = _spec(body)
     assert spec["pipelineInfo"]["name"] == "slam"
-    assert set(spec["root"]["dag"]["tasks"]) >= {"train-slam", "register-model"}
+    assert set(spec["root"]["dag"]["tasks"]) == {"prepare-data", "condition-1"}   # the rest runs on new data
+    assert set(spec["components"]["comp-condition-1"]["dag"]["tasks"]) >= {"train-slam", "register-model"}
     assert "exec-train-slam" in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     params = body["runtime_config"]["parameters"]
-    assert params == {"languages": "sw,th", "storage": "s3://bucket/runs", "synth_problems": 50}
+    assert params == {"languages": "sw,th", "storage": "s3://bucket/runs", "synth_problems": 50,
+                      "train_overrides": ["train.max_steps=5"], "tune_overrides": ["train.max_steps=5"]}
 
 
 def test_schedule_creates_a_recurring_run_with_a_six_field_cron(kfp_server, capsys):
     from slam.cli import main
 
-    rc = main(["pipeline", "schedule", "--host", kfp_server.host, "--cron", "0 0 3 * * 1", "--languages", "sw,th"])
+    rc = main(["pipeline", "schedule", "--host", kfp_server.host, "--cron", "0 0 3 * * 1", "languages=sw,th"])
     assert rc == 0, capsys.readouterr().err
     out = _json(capsys.readouterr().out)
     assert out == {"recurring_run_id": "rr-1", "name": "slam-sw-th", "cron": "0 0 3 * * 1"}
@@ -146,7 +148,7 @@ def test_list_disable_enable_delete_schedules(kfp_server, capsys):
 
     for langs in ("sw", "th"):
         assert main(["pipeline", "schedule", "--host", kfp_server.host, "--cron", "0 0 3 * * 1",
-                     "--languages", langs]) == 0
+                     f"languages={langs}"]) == 0
     capsys.readouterr()
     assert main(["pipeline", "schedules", "--host", kfp_server.host]) == 0
     listing = capsys.readouterr().out
@@ -167,3 +169,20 @@ def test_submit_a_precompiled_package(kfp_server, tmp_path, capsys):
     (run,) = _posts(kfp_server, "/apis/v2beta1/runs")
     docs = list(yaml.safe_load_all(pkg.read_text()))
     assert _spec(run["body"]) == (docs[0], docs[1])
+
+
+def test_a_schedule_can_watch_a_data_location_for_new_languages(kfp_server, capsys):
+    from slam.cli import main
+
+    rc = main(["pipeline", "schedule", "--host", kfp_server.host, "--cron", "0 0 3 * * *",
+               "languages_uri=s3://bucket/languages", "mlflow_uri=http://mlflow.mlflow:5000", "storage=s3://bucket/runs"])
+    assert rc == 0, capsys.readouterr().err
+    out = _json(capsys.readouterr().out)
+    assert out["name"] == "slam-watch-bucket-languages"
+    (rr,) = _posts(kfp_server, "/apis/v2beta1/recurringruns")
+    assert rr["body"]["runtime_config"]["parameters"]["languages_uri"] == "s3://bucket/languages"
+    assert "gets a language the champion lacks" in rr["body"]["description"]
+    spec, _ = _spec(rr["body"])
+    # the watch is the data step's output: everything after it sits under the "new data" condition
+    cond = spec["root"]["dag"]["tasks"]["condition-1"]
+    assert cond["taskInfo"]["name"] == "new-data" and "prepare-data-Output" in cond["triggerPolicy"]["condition"]

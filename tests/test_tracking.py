@@ -1,5 +1,6 @@
-"""Tracking: the do-nothing stand-in, find-or-create by run key, nesting, bounded retries, an outage of a real
-MLflow server mid-run, and `slam runs compare` agreeing with the server's REST API.
+"""Tracking: the do-nothing stand-in, find-or-create by run key, nesting under one pipeline run, bounded
+retries for calls that need an answer, training that survives a 60 s outage of a real MLflow server
+(metrics buffered, then flushed), and `slam runs compare` agreeing with the server's REST API.
 
     .venv/bin/python -m pytest -q tests/test_tracking.py
 """
@@ -70,22 +71,32 @@ def test_nested_runs_params_metrics_artifacts(embedded, tmp_path, monkeypatch):
 
 
 def test_steps_of_one_pipeline_run_share_one_parent(embedded_uri, monkeypatch):
-    monkeypatch.setenv("KFP_RUN_ID", "kfp-777")
-    cfg = TrackingConfig(uri=embedded_uri, experiment="pipeline-parent")
+    cfg = TrackingConfig(uri=embedded_uri, experiment="pipeline-parent", parent="pipeline/kfp-777")
+    get_tracker(cfg).pipeline_run("kfp-777", name="slam-2026-11-29")
     ids = []
     for step in ("probe", "train", "eval"):  # each step is its own pod: a fresh tracker
-        with get_tracker(cfg).run(step, key=f"{step}-1") as run:
-            ids.append(run.id)
+        with get_tracker(cfg).run(step, key=f"kfp-777/{step}", background=step == "train") as run:
+            pass
+        ids.append(run.id)
+    monkeypatch.setenv("KFP_RUN_ID", "kfp-888")   # code without a config: the env names the pipeline run
+    with get_tracker(TrackingConfig(uri=embedded_uri, experiment="pipeline-parent")).run("x", key="x") as other:
+        pass
     t = get_tracker(cfg)
     runs = t.client.search_runs([t.experiment_id])
-    parents = [r for r in runs if r.data.tags.get("slam.run_key") == "pipeline/kfp-777"]
-    assert len(parents) == 1 and parents[0].info.run_name == "pipeline-kfp-777"
-    children = {r.info.run_id for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
+    parents = {r.data.tags.get("slam.run_key"): r for r in runs if r.data.tags.get("slam.step") == "pipeline"}
+    assert set(parents) == {"pipeline/kfp-777", "pipeline/kfp-888"}
+    assert parents["pipeline/kfp-777"].info.run_name == "slam-2026-11-29"
+    pid = parents["pipeline/kfp-777"].info.run_id
+    children = {r.info.run_id for r in runs if r.data.tags.get("mlflow.parentRunId") == pid}
     assert children == set(ids)
+    assert all(t.client.get_run(i).data.tags["kfp.run_id"] == "kfp-777" for i in ids)
+    assert t.client.get_run(other.id).data.tags["mlflow.parentRunId"] == parents["pipeline/kfp-888"].info.run_id
     # an explicit parent still wins (a Tune trial nests under its search, not directly under the pipeline)
     with t.run("trial", key="trial-1", parent_run_id=ids[1]) as trial:
         pass
     assert t.client.get_run(trial.id).data.tags["mlflow.parentRunId"] == ids[1]
+    t.set_pipeline_status(pid, "FINISHED")
+    assert t.client.get_run(pid).info.status == "FINISHED"
 
 
 def test_same_key_reattaches_instead_of_duplicating(embedded):
@@ -136,30 +147,83 @@ def test_unreachable_server_gives_bounded_retries_then_a_clear_error():
 
 
 @pytest.mark.integration
-def test_outage_mid_run_bounded_retries_results_kept(mlflow_server, mlflow_uri, tmp_path):
-    from slam import storage
-
+def test_registration_calls_are_bounded_when_the_server_is_down(mlflow_server, mlflow_uri, tmp_path):
+    """Calls that need an answer (registration) retry 0.5+1+2 s, then a one-line error; the step re-attaches."""
     t = get_tracker(TrackingConfig(uri=mlflow_uri, experiment="outage", retries=2))
     t.backoff_s = 0.1
-    results = tmp_path / "ray-storage" / "result.json"
     with pytest.raises(SlamError, match="after 3 attempts"):
-        with t.run("train", key="outage-train") as run:
-            run.log_metrics({"train_loss": 2.0}, step=1)
-            storage.write_json(results, {"val_loss": 1.23})   # what the trainer keeps in its storage path
+        with t.run("register", key="outage-register") as run:
+            run.log_metrics({"x": 2.0}, step=1)
             mlflow_server.stop()
             start = time.time()
             try:
-                run.log_metrics({"train_loss": 1.0}, step=2)
+                run.log_metrics({"x": 1.0}, step=2)
             finally:
                 elapsed = time.time() - start
     assert elapsed < 30, f"retries were not bounded: {elapsed:.1f} s"
-    assert storage.read_json(results) == {"val_loss": 1.23}
-    # the server comes back: the step re-attaches to the same run and finishes it
     mlflow_server.start()
-    with t.run("train", key="outage-train") as again:
-        again.log_metrics({"val_loss": storage.read_json(results)["val_loss"]})
-    assert again.id == run.id
-    assert t.client.get_run(run.id).info.status == "FINISHED"
+    with t.run("register", key="outage-register") as again:
+        again.log_metrics({"x": 3.0}, step=3)
+    assert again.id == run.id and t.client.get_run(run.id).info.status == "FINISHED"
+
+
+@pytest.mark.integration
+def test_training_survives_a_60_s_mlflow_outage_and_its_metrics_arrive(mlflow_server, mlflow_uri, tmp_path,
+                                                                      monkeypatch):
+    """Regression (15.8): retries totalled ~3.5 s and the loop logged at every report, so an MLflow outage
+    killed training. Now: the server is stopped for 60 s mid-training, training goes on and ends while it is
+    down, and every metric point reaches MLflow once it is back."""
+    import threading
+
+    from test_train import make_dataset
+
+    from slam.config import load_config
+    from slam.testing import save_tiny
+    from slam.train import batches, train_local
+
+    data, texts = make_dataset(tmp_path / "data")
+    model = save_tiny(tmp_path / "model", "llama", num_layers=4, texts=texts)
+    steps = 20
+    cfg = load_config(None, [f"model.path={model}", f"data.train={data}", "train.layers=[1,2]",
+                             f"train.max_steps={steps}", "train.micro_batch_size=4", "train.engine=torch",
+                             f"tracking.uri={mlflow_uri}", "tracking.experiment=outage-train",
+                             "tracking.outage_wait_s=300", "train.run_name=outage-run"])
+    real = batches.micro_batches
+    outage: dict[str, float] = {}
+    trained = threading.Event()
+
+    def step_hook(n, step, **kw):  # the server goes down at step 5, mid-training
+        if step == 5:
+            mlflow_server.stop()
+            outage["down"] = time.time()
+        if step == steps:
+            outage["last_step"] = time.time()
+            trained.set()
+        return real(n, step, **kw)
+
+    def restore():  # back after >= 60 s, and only once training has ended: it all ran during the outage
+        trained.wait(1800)
+        time.sleep(max(0.0, 60 - (time.time() - outage.get("down", time.time()))))
+        mlflow_server.start()
+        outage["up"] = time.time()
+
+    monkeypatch.setattr(batches, "micro_batches", step_hook)
+    restorer = threading.Thread(target=restore)
+    restorer.start()
+    metrics = train_local(cfg, str(tmp_path / "runs"))    # returns once the buffered logs are sent
+    restorer.join()
+    assert metrics["step"] == steps and metrics["delta_uri"]
+    assert outage["down"] < outage["last_step"] < outage["up"] and outage["up"] - outage["down"] >= 60
+
+    t = get_tracker(cfg.tracking)
+    run = t.find_run("outage-run")
+    assert run.info.status == "FINISHED"
+    hist = t.client.get_metric_history(run.info.run_id, "train/loss")
+    assert sorted(m.step for m in hist) == list(range(1, steps + 1))   # every step once, none lost
+    during = [m for m in hist if outage["down"] * 1000 < m.timestamp < outage["up"] * 1000]
+    assert len(during) >= steps - 5       # logged (timestamped) while the server was down, sent afterwards
+    assert {"train/lr", "train/grad_norm", "train/tokens_per_s", "val/loss"} <= set(run.data.metrics)
+    assert "attempts" not in run.data.metrics and run.data.tags["slam.attempts"] == "1"  # constants: tags
 
 
 @pytest.mark.integration
@@ -169,31 +233,35 @@ def test_runs_compare_matches_the_rest_api(mlflow_uri, capsys):
 
     cfg = TrackingConfig(uri=mlflow_uri, experiment="compare")
     t = get_tracker(cfg)
-    with t.run("tune", key="tune-1") as parent:
-        for k, acc in [(2, 0.25), (4, 0.5)]:
-            with t.run(f"trial-k{k}", key=f"trial-{k}", parent_run_id=parent.id) as run:
-                run.log_params({"k": k, "layers": list(range(k)), "lr": 1e-4})
-                run.log_metrics({"acc_de": acc, "acc_en": 0.6, "average": (acc + 0.6) / 2})
-    rows = {r["run"]: r for r in compare_runs(cfg)}
-    assert rows["trial-k4"]["k"] == "4" and rows["trial-k4"]["acc_de"] == 0.5
-    assert rows["trial-k2"]["parent_run_id"] == parent.id
+    pid = t.pipeline_run("kfp-cmp", name="slam-cmp")
+    for label, de, en in (("base", 0.0, 12.5), ("slam", 25.0, 20.8)):
+        with t.run(f"eval-{label}", key=f"kfp-cmp/eval-{label}", parent_run_id=pid,
+                   tags={"slam.step": "eval", "slam.label": label}) as run:
+            run.log_metrics({"acc/synthetic/de": de, "acc/synthetic/en": en, "acc/synthetic/avg_non_en": de})
+            if label == "slam":
+                run.log_params({"k": 6, "layers": "2,11,13"})
+                run.log_metrics({"delta/synthetic/de": 25.0, "base/synthetic/de": 0.0})
+    with t.run("other", key="other") as other:
+        other.log_metrics({"acc/synthetic/de": 99.0})
+    rows = {r["run"]: r for r in compare_runs(cfg, pipeline_run=pid)}
+    assert set(rows) == {"eval-base", "eval-slam"}          # one pipeline run's steps only
+    assert rows["eval-slam"]["de"] == 25.0 and rows["eval-slam"]["Δ de"] == 25.0 and rows["eval-slam"]["k"] == "6"
+    assert rows["eval-base"]["en"] == 12.5 and "Δ de" not in rows["eval-base"]
 
     body = json.dumps({"experiment_ids": [t.experiment_id], "max_results": 100}).encode()
     req = urllib.request.Request(f"{mlflow_uri}/api/2.0/mlflow/runs/search", data=body,
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req) as resp:
-        api = json.load(resp)["runs"]
-    assert len(api) == len(rows) == 3
-    for r in api:
-        row = rows[r["info"]["run_name"]]
-        metrics = {m["key"]: m["value"] for m in r["data"].get("metrics", [])}
-        params = {p["key"]: p["value"] for p in r["data"].get("params", [])}
-        assert {k: v for k, v in row.items() if k.startswith("acc_")} == \
-            {k: v for k, v in metrics.items() if k.startswith("acc_")}
-        assert row.get("k") == params.get("k") and row.get("layers") == params.get("layers")
+        api = {r["info"]["run_name"]: r for r in json.load(resp)["runs"]}
+    for name, row in rows.items():
+        metrics = {m["key"]: m["value"] for m in api[name]["data"].get("metrics", [])}
+        assert {f"acc/synthetic/{k}": v for k, v in row.items() if k in ("de", "en", "avg_non_en")} == \
+            {k: v for k, v in metrics.items() if k.startswith("acc/")}
 
     assert main(["runs", "compare", "--experiment", "compare", "--tracking-uri", mlflow_uri]) == 0
     out = capsys.readouterr().out
-    assert "trial-k2" in out and "trial-k4" in out and "acc_de" in out and "0.5000" in out
+    header = out.splitlines()[0].split()
+    assert header[:2] == ["run", "step"] and "en" in header and "de" in header and header.index("en") < header.index("de")
+    assert "eval-slam" in out and "25.0" in out and "+25.0" in out and "other" in out
     assert main(["runs", "compare", "--experiment", "nope", "--tracking-uri", mlflow_uri]) == 2
     assert "no MLflow experiment named 'nope'" in capsys.readouterr().err

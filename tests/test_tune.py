@@ -129,7 +129,7 @@ def test_bad_config_fails_before_ray_starts(sections, message):
 def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     from slam.cli import main
 
-    rc = main(["tune", "--set", f"train.probe={tmp_path}/missing.json", "--set", "tune.k_grid=[2]"])
+    rc = main(["tune", f"train.probe={tmp_path}/missing.json", "tune.k_grid=[2]"])
     err = capsys.readouterr().err
     assert rc == 2 and "missing.json" in err and len(err.strip().splitlines()) == 1
 
@@ -174,8 +174,9 @@ def test_tiny_tune_two_trials_s3_storage_nested_runs_and_resume(tiny_model_dir, 
     assert len(parents) == 1
     trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert sorted(r.data.params["k"] for r in trials) == ["1", "3"]
-    assert len({r.data.metrics["trainable_fraction"] for r in trials}) == 2          # metrics differ by k
-    assert all("train_loss" in r.data.metrics and "val_loss" in r.data.metrics for r in trials)
+    assert len({r.data.params["trainable_fraction"] for r in trials}) == 2           # constants are params
+    assert all("train/loss" in r.data.metrics and "val/loss" in r.data.metrics for r in trials)   # live curves
+    assert all(r.data.tags["slam.step"] == "tune-trial" for r in trials)
     assert parents[0].data.params["best_k"] == str(out.best["k"])
 
     # the same search again resumes (Tuner.restore): no trial trains again, no MLflow run is duplicated
@@ -183,7 +184,8 @@ def test_tiny_tune_two_trials_s3_storage_nested_runs_and_resume(tiny_model_dir, 
     assert [(r["trial"], r["val_loss"]) for r in again.rows] == [(r["trial"], r["val_loss"]) for r in out.rows]
     assert len(client.search_runs([exp.experiment_id])) == len(runs)
 
-    # MLflow goes down after the search wrote its results: bounded retries, a clear error, results kept
+    # MLflow goes down after the search wrote its results: the search still ends normally (its runs buffer,
+    # then give up after tracking.outage_wait_s), and the results are kept
     import slam.distributed.tune as tune_mod
 
     real_write = tune_mod.write_outputs
@@ -196,10 +198,9 @@ def test_tiny_tune_two_trials_s3_storage_nested_runs_and_resume(tiny_model_dir, 
     storage.write_text(storage.join(out.out_uri, "best.json"), "{}")   # so we can see it rewritten
     if not mlflow_server.running:
         mlflow_server.start()
-    served = cfg.replace(tracking={"uri": mlflow_server.uri, "experiment": "tune-outage", "retries": 1})
+    served = cfg.replace(tracking={"uri": mlflow_server.uri, "experiment": "tune-outage", "outage_wait_s": 2})
     try:
-        with pytest.raises(SlamError, match="after 2 attempts"):
-            tune_search(served)
+        tune_search(served)
     finally:
         mlflow_server.start()
     assert storage.read_json(storage.join(out.out_uri, "best.json"))["k"] == out.best["k"]

@@ -30,22 +30,39 @@ def _check_out(out: str) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="build, generate and validate multilingual reasoning data")
-    dsub = p.add_subparsers(dest="data_command", metavar="<action>", required=True)
+    from slam.commands import command, group
 
-    s = dsub.add_parser("synth", help="generate the synthetic parallel word-problem world (demo data)")
+    _, dsub = group(sub, "data", help="build, generate and validate multilingual reasoning data",
+                    examples=["slam data synth --out runs/w --langs en,de,fr,zh,th,sw",
+                              "slam data build --out runs/real --shared-data ../shared/data",
+                              "slam data validate ../shared/data/mgsm/mgsm_de.tsv"])
+
+    s = command(dsub, "synth", help="generate the synthetic parallel word-problem world (demo data)",
+                description="The same word problems in every language (templates x lexicon), as a built dataset: "
+                            "train/val examples (cot + translate) and test/probe questions.",
+                examples=["slam data synth --out runs/w --langs en,de,fr,zh,th,sw --n-train 240",
+                          "slam data synth --out s3://bucket/data/synth --seed 1",
+                          "slam data synth --per-language --out s3://bucket/languages --langs sw   # a new language"])
     s.add_argument("--out", required=True, help="output dir or s3:// URI")
     s.add_argument("--langs", default=None, help="comma list (default: en,de,fr,es,ru,zh,ja,th,sw)")
     s.add_argument("--n-train", type=int, default=2000, help="training problems (each in every language)")
     s.add_argument("--n-val", type=int, default=100, help="validation problems")
     s.add_argument("--n-test", type=int, default=200, help="test problems (Record JSONL, for evaluation)")
     s.add_argument("--n-probe", type=int, default=64, help="parallel problems for layer probing")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="random seed of the world (same seed = same problems)")
     s.add_argument("--translation-ratio", type=float, default=1.0,
                    help="X->English translation examples per non-English cot example, 0..1")
+    s.add_argument("--per-language", action="store_true",
+                   help="write one folder per language (<out>/<code>/train|test|probe.jsonl), the layout a "
+                        "schedule watches (pipeline parameter languages_uri); same seed = parallel problems")
     s.set_defaults(func=run_synth)
 
-    b = dsub.add_parser("build", help="build a SLAM training set (cot + translate tasks, split by problem)")
+    b = command(dsub, "build", help="build a SLAM training set (cot + translate tasks, split by problem)",
+                description="From the shared real data (GSM8K CoT + QAlign translations) or from Record JSONL files "
+                            "(one file per language, parallel by problem_id; en rows carry the English CoT). Bad rows "
+                            "are quarantined with reasons, never dropped silently.",
+                examples=["slam data build --out runs/real --shared-data ../shared/data --langs de,fr,sw",
+                          "slam data build --out runs/mine --records langs/en/train.jsonl langs/sw/train.jsonl"])
     b.add_argument("--out", required=True, help="output dir or s3:// URI")
     src = b.add_mutually_exclusive_group()
     src.add_argument("--shared-data", default=None,
@@ -57,10 +74,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--translation-ratio", type=float, default=1.0,
                    help="X->English translation examples per non-English cot example, 0..1")
     b.add_argument("--val-fraction", type=float, default=0.05, help="share of problems held out for validation")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=0, help="seed of the train/val split and translation sampling")
     b.set_defaults(func=run_build)
 
-    v = dsub.add_parser("validate", help="check a data file; bad rows go to a quarantine file with reasons")
+    v = command(dsub, "validate", help="check a data file; bad rows go to a quarantine file with reasons",
+                description="Reads any supported format, reports counts per language and quarantines bad rows "
+                            "(exit 2 when nothing usable is left).",
+                examples=["slam data validate ../shared/data/mgsm/mgsm_de.tsv",
+                          "slam data validate my.csv --format generic --map question=q,gold=answer,lang==de"])
     v.add_argument("file", help="local path or s3:// URI")
     v.add_argument("--format", default="auto", choices=FORMATS,
                    help="auto = guess from the name (mgsm_xx.tsv, test_<Language>.json, mgsm_<Language>.json, "
@@ -89,6 +110,13 @@ def run_synth(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     _check_out(args.out)
+    if args.per_language:
+        from slam.data.langdirs import write_synthetic_languages
+
+        langs = write_synthetic_languages(args.out, _langs(args.langs) or [], n_train=args.n_train + args.n_val,
+                                          n_test=args.n_test, n_probe=args.n_probe, seed=args.seed)
+        print(f"wrote {', '.join(f'{args.out}/{x}/' for x in langs)} in {time.perf_counter() - t0:.2f}s")
+        return 0
     manifest = synth(args.out, langs=_langs(args.langs), n_train=args.n_train, n_val=args.n_val,
                      n_test=args.n_test, n_probe=args.n_probe, seed=args.seed,
                      translation_ratio=args.translation_ratio)
@@ -137,35 +165,10 @@ def _default_shared() -> str:
 
 
 def _build_from_records(args: argparse.Namespace) -> dict:
-    from collections import Counter
+    from slam.data.langdirs import build_from_records
 
-    from slam import storage
-    from slam.data.build import make_examples, sha256_file, split_by_problem, write_dataset
-    from slam.data.loaders import raw_records
-    from slam.data.validate import validate_rows
-
-    rows = [r for uri in args.records for r in raw_records(uri)]
-    langs = _langs(args.langs)
-    res = validate_rows(rows, langs=langs, what=", ".join(args.records), require_gold=False)
-    records = [r for r in res.records if not langs or r.lang in langs or r.lang == "en"]
-    skipped = Counter(r.lang for r in res.records if langs and r.lang not in langs and r.lang != "en")
-    quarantine = list(res.quarantine)
-    val_ids = split_by_problem({r.problem_id for r in records}, args.val_fraction, args.seed)
-    examples = {}
-    for split, in_val in (("train", False), ("val", True)):
-        ex, q = make_examples([r for r in records if (r.problem_id in val_ids) == in_val],
-                              translation_ratio=args.translation_ratio, seed=args.seed)
-        examples[split] = [e for e in ex if not (args.no_english and e["lang"] == "en")]
-        quarantine += [{"reason": "no_pair", "detail": x.pop("reason"), "where": "", "row": x} for x in q]
-    sources = {}
-    for uri in args.records:
-        with storage.local_copy(uri) as p:
-            sources[uri] = sha256_file(p)
-    manifest = {"generator": "slam.data.build/records", "seed": args.seed, "translation_ratio": args.translation_ratio,
-                "val_fraction": args.val_fraction, "sources": sources,
-                # read = kept + quarantined (validation); kept = used + skipped_by_langs
-                "validation": {**res.summary, "skipped_by_langs": dict(sorted(skipped.items()))}}
-    return write_dataset(args.out, examples, manifest, quarantine=quarantine)
+    return build_from_records(args.records, args.out, langs=_langs(args.langs), translation_ratio=args.translation_ratio,
+                              val_fraction=args.val_fraction, seed=args.seed, include_english=not args.no_english)
 
 
 def _guess_format(name: str) -> str:

@@ -13,7 +13,14 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="per-language accuracy on MGSM / MSVAMP / the synthetic test set")
+    from slam.commands import command
+
+    p = command(sub, "evaluate", help="per-language accuracy on MGSM / MSVAMP / the synthetic test set",
+                description="Greedy generation with the Alpaca prompt, answer = the last number (the MathOctopus/"
+                            "QAlign protocol). Prints the per-language table; writes eval.json (every question, "
+                            "completion, prediction, gold), eval.png and eval.md under --out.",
+                examples=["slam evaluate --model pypi:smollm2 --task synthetic --data runs/w --limit 20 --out runs/eval",
+                          "slam evaluate --model BASE --delta s3://b/run/delta --task mgsm --langs en,de,zh --out runs/e"])
     p.add_argument("--model", required=True,
                    help="model: HF dir, s3://bucket/prefix, hf:org/name or pypi:smollm2 (the base when --delta is given)")
     p.add_argument("--delta", default=None, help="SLAM delta (path or URI) to apply on top of --model")

@@ -98,23 +98,36 @@ def _command(args: argparse.Namespace) -> list[str]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from slam import k8s_values as kv
+    from slam.commands import command, group
 
-    p = sub.add_parser("launch", help="run a step on Kubernetes (KubeRay RayJob) or an existing Ray cluster")
-    lsub = p.add_subparsers(dest="launch_command", metavar="<target>", required=True)
+    _, lsub = group(sub, "launch", help="run a step on Kubernetes (KubeRay RayJob) or an existing Ray cluster",
+                    metavar="<target>", examples=["slam launch rayjob --print --run-id R --step train -- slam train "
+                                                  "--config s3://bucket/cfg.yaml"])
 
-    r = lsub.add_parser("rayjob", help="create (or re-attach to) a KubeRay RayJob and wait for it")
+    r = command(lsub, "rayjob", help="create (or re-attach to) a KubeRay RayJob and wait for it",
+                description="The same run id + step always maps to the same RayJob name: running the command again "
+                            "re-attaches instead of starting a duplicate. Everything after `--` is the step's own "
+                            "command line.",
+                examples=["slam launch rayjob --print --run-id R --step train --workers 2 -- slam train --config "
+                          "s3://bucket/run/config.yaml",
+                          "slam launch rayjob --namespace slam --run-id R --step train -- slam train --config s3://b/c.yaml"])
     r.add_argument("--run-id", required=True, help="KFP run id (names the RayJob deterministically)")
     r.add_argument("--step", required=True, help="pipeline step name, e.g. train or tune")
-    r.add_argument("--namespace", default="slam", type=_checked(kv.namespace_problem))
+    r.add_argument("--namespace", default="slam", type=_checked(kv.namespace_problem),
+                   help="Kubernetes namespace of the RayJob")
     r.add_argument("--print", action="store_true", help="print the RayJob YAML and exit (no cluster needed)")
     r.add_argument("--image", default=None, help="project image (default: RayJobSettings.image)")
     r.add_argument("--workers", type=int, default=1, help="Ray worker pods (= Ray Train workers)")
-    r.add_argument("--gpus-per-worker", type=int, default=0)
-    r.add_argument("--cpus-per-worker", default="4", type=_checked(kv.quantity_problem))
-    r.add_argument("--memory-per-worker", default="16Gi", type=_checked(kv.quantity_problem))
+    r.add_argument("--gpus-per-worker", type=int, default=0, help="GPUs each worker pod requests")
+    r.add_argument("--cpus-per-worker", default="4", type=_checked(kv.quantity_problem),
+                   help="CPU request/limit per worker pod (k8s quantity)")
+    r.add_argument("--memory-per-worker", default="16Gi", type=_checked(kv.quantity_problem),
+                   help="memory request/limit per worker pod (k8s quantity)")
     r.add_argument("--shm-size", default="8Gi", help="/dev/shm size for NCCL", type=_checked(kv.quantity_problem))
-    r.add_argument("--node-selector", type=_node_selector, action="append", default=[], metavar="KEY=VALUE")
-    r.add_argument("--toleration", type=_toleration, action="append", default=[], metavar="KEY[=VALUE]:EFFECT")
+    r.add_argument("--node-selector", type=_node_selector, action="append", default=[], metavar="KEY=VALUE",
+                   help="node label the pods must run on (repeatable)")
+    r.add_argument("--toleration", type=_toleration, action="append", default=[], metavar="KEY[=VALUE]:EFFECT",
+                   help="taint the pods tolerate (repeatable)")
     r.add_argument("--queue", default="", help="Kueue LocalQueue (the job is created suspended)")
     r.add_argument("--output", type=_kv, action="append", default=[], metavar="NAME=S3_URI",
                    help="an output the job writes; checked to exist after success and printed")
@@ -130,14 +143,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("step_command", nargs=argparse.REMAINDER, help="-- slam <step> …")
     r.set_defaults(func=run_rayjob)
 
-    s = lsub.add_parser("submit", help="submit to an existing Ray cluster (Ray Job Submission API) and wait")
+    s = command(lsub, "submit", help="submit to an existing Ray cluster (Ray Job Submission API) and wait",
+                examples=["slam launch submit --address http://127.0.0.1:8265 --run-id R --step train -- slam train "
+                          "--config c.yaml"])
     s.add_argument("--address", required=True, help="Ray dashboard URL, e.g. http://127.0.0.1:8265")
     s.add_argument("--run-id", default=None, help="KFP run id (with --step: derives the submission id)")
-    s.add_argument("--step", default=None)
+    s.add_argument("--step", default=None, help="pipeline step name (with --run-id: derives the submission id)")
     s.add_argument("--submission-id", default=None, help="explicit submission id (instead of --run-id/--step)")
-    s.add_argument("--env", type=_env, action="append", default=[], metavar="KEY=VALUE")
-    s.add_argument("--timeout", type=_positive(float), default=24 * 3600.0)
-    s.add_argument("--poll", type=_positive(float), default=2.0)
+    s.add_argument("--env", type=_env, action="append", default=[], metavar="KEY=VALUE",
+                   help="non-secret env for the job (repeatable)")
+    s.add_argument("--timeout", type=_positive(float), default=24 * 3600.0, help="seconds to wait for the job")
+    s.add_argument("--poll", type=_positive(float), default=2.0, help="seconds between status polls")
     s.add_argument("step_command", nargs=argparse.REMAINDER, help="-- slam <step> …")
     s.set_defaults(func=run_submit)
 

@@ -11,7 +11,12 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("merge", help="materialize base + SLAM delta as a full Hugging Face model")
+    from slam.commands import command
+
+    p = command(sub, "merge", help="materialize base + SLAM delta as a full Hugging Face model",
+                description="A delta trained on another base (different config or weights) is refused.",
+                examples=["slam merge --base ~/.cache/slam/models/smollm2-135m-instruct --delta runs/x/delta "
+                          "--out out/merged"])
     p.add_argument("--base", required=True, help="the base model dir the delta was trained on")
     p.add_argument("--delta", required=True, help="delta dir (local or s3://), e.g. <run>/delta")
     p.add_argument("--out", required=True, help="output model dir (local or s3://); written atomically")

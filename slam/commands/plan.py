@@ -11,7 +11,12 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plan", help="show the tensors SLAM will train (works from config.json alone)")
+    from slam.commands import command
+
+    p = command(sub, "plan", help="show the tensors SLAM will train (works from config.json alone)",
+                description="The model is built on the meta device, so planning a 70B model costs nothing.",
+                examples=["slam plan --model configs/models/llama-2-7b --layers 0-5",
+                          "slam plan --model $M --probe runs/probe/probe.json --json"])
     p.add_argument("--model", required=True, help="HF model dir (weights optional)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--layers", help="layer indices: 0-5, 0,2,4 or 0-2,7")

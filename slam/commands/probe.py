@@ -20,18 +20,29 @@ from slam.errors import SlamError
 
 def register(sub: argparse._SubParsersAction) -> None:
     d = ProbeConfig()
-    p = sub.add_parser("probe", help="find the language-specific layers (msd | lape | cosine) and select k of them")
+    from slam.commands import command
+
+    p = command(sub, "probe", help="find the language-specific layers (msd | lape | cosine) and select k of them",
+                description="Runs parallel questions through the model, scores every layer's language-specificity "
+                            "and selects k layers. Writes probe.json, heatmap.png (layer x language, selection "
+                            "marked), scores.png and summary.md under --out.",
+                examples=["slam probe --model pypi:smollm2 --data runs/w --langs en,de,zh --out runs/probe",
+                          "slam probe --model $M --data ../shared/data/mgsm --method lape --top-k 6 --out s3://b/probe"])
     p.add_argument("--model", required=True, help="model: HF dir, s3://bucket/prefix, hf:org/name or pypi:smollm2")
     p.add_argument("--data", required=True, help="Record JSONL, a dir with probe.jsonl, or an MGSM dir (local/s3)")
     p.add_argument("--langs", default=",".join(d.langs), help="comma list, e.g. en,de,zh (default: all in the data)")
-    p.add_argument("--method", default=d.method, choices=["msd", "lape", "cosine"])
+    p.add_argument("--method", default=d.method, choices=["msd", "lape", "cosine"],
+                   help="msd: activation-share shift vs English; lape: language-specific neurons; cosine: hidden states")
     p.add_argument("--top-k", type=int, default=d.top_k, help=f"layers to select (default {d.top_k})")
-    p.add_argument("--selection", default=d.selection, choices=["top-k", "contiguous", "bottom-k", "random-k", "top-layers"])
+    p.add_argument("--selection", default=d.selection, choices=["top-k", "contiguous", "bottom-k", "random-k", "top-layers"],
+                   help="top-k: the k best layers; contiguous: the best block of k adjacent layers; "
+                        "bottom-k (the paper's recipe), random-k, top-layers: controls")
     p.add_argument("--activation", default=d.activation, choices=["neuron", "layer", "fixed"],
                    help="msd: when a neuron is activated for a language (default: above its cross-language mean)")
     p.add_argument("--permutations", type=int, default=d.permutations,
                    help=f"language-label shuffles for the null (default {d.permutations}; 0 = uncalibrated)")
-    p.add_argument("--rank-by", default=d.rank_by, choices=["excess", "z", "raw"])
+    p.add_argument("--rank-by", default=d.rank_by, choices=["excess", "z", "raw"],
+                   help="rank layers by excess over the null, its z-score, or the raw statistic")
     p.add_argument("--fallback", default=d.fallback, choices=["bottom-k", "none"],
                    help="what trains when the probe is unstable (default: the paper's bottom-k)")
     p.add_argument("--out", required=True, help="output dir or s3:// URI")
@@ -39,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fire-fraction", type=float, default=d.fire_fraction,
                    help="p: activated for a language when firing on >= this share of its tokens")
     p.add_argument("--max-questions", type=int, default=d.max_questions, help="parallel questions per language")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="questions per forward pass")
     p.add_argument("--max-length", type=int, default=d.max_length, help="tokens per question (longer: truncated)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="auto = bf16 on GPU, fp32 on CPU")

@@ -1,4 +1,4 @@
-"""`slam train --config CFG [--num-workers N] [--storage URI] [--ray-address ADDR] [--no-ray] [section.key=value ...]`
+"""`slam train --config CFG [--num-workers N] [--storage URI] [--ray-address ADDR] [--no-ray] [SECTION.KEY=VALUE ...]`
 
     slam train --config configs/smollm2-demo.yaml                       # local Ray, cfg.train.num_workers workers
     slam train --config configs/smollm2-demo.yaml --no-ray train.engine=torch   # one process, no Ray: debugging
@@ -14,13 +14,23 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="fine-tune the selected layers' FFNs (SLAM) or a baseline, on Ray or in-process")
+    from slam.commands import add_overrides, command
+
+    p = command(sub, "train", help="fine-tune the selected layers' FFNs (SLAM) or a baseline, on Ray or in-process",
+                description="Train on Ray Train (+ DeepSpeed) with local workers, an existing Ray cluster, or in "
+                            "this process. Prints the final metrics as JSON, then the delta URI (the shippable "
+                            "artifact). MLflow (tracking.uri or MLFLOW_TRACKING_URI) gets live loss, lr, grad norm "
+                            "and tokens/s; an MLflow outage never stops training.",
+                examples=["slam train --config configs/smollm2-demo.yaml",
+                          "slam train --config configs/smollm2-demo.yaml --no-ray train.engine=torch",
+                          "slam train --config configs/metamath-7b.yaml --ray-address auto --storage s3://bucket/runs",
+                          "slam train --config c.yaml train.lr=1e-4 train.layers=[0,1,2] tracking.uri=http://mlflow:5000"])
     p.add_argument("--config", required=True, help="YAML config (see configs/)")
     p.add_argument("--num-workers", type=int, default=None, help="Ray workers (default: train.num_workers)")
     p.add_argument("--storage", default=None, help="run storage root, local dir or s3:// (default: storage.root)")
     p.add_argument("--ray-address", default=None, help="connect to an existing Ray cluster instead of starting one")
     p.add_argument("--no-ray", action="store_true", help="run the training loop in this process without Ray")
-    p.add_argument("overrides", nargs="*", help="config overrides: section.key=value (e.g. train.lr=1e-4)")
+    add_overrides(p)
     p.set_defaults(func=run)
 
 

@@ -1,6 +1,6 @@
 """`slam tune` — Ray Tune over k (how many probe-ranked layers to tune), lr and selection mode.
 
-    slam tune --config configs/tune-smollm2.yaml tune.k_grid=[2,4,6] tune.max_steps=20   # or --set KEY=VALUE
+    slam tune --config configs/tune-smollm2.yaml tune.k_grid=[2,4,6] tune.max_steps=20
     slam tune --config CFG --storage s3://bucket/runs --ray-address auto     # on a (KubeRay) cluster
 
 Needs train.probe (a probe.json) and data.train. Each trial is a reduced-budget SLAM training run
@@ -15,16 +15,20 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tune", help="Ray Tune search over the layer count k (+ lr, selection)")
+    from slam.commands import add_overrides, command
+
+    p = command(sub, "tune", help="Ray Tune search over the layer count k (+ lr, selection)",
+                description="Each trial is a reduced-budget SLAM training run (tune.max_steps); ASHA stops weak "
+                            "trials early on val_loss. Needs train.probe (a probe.json) and data.train. Writes "
+                            "best.json, results.csv/json and tune.png; re-running the same search resumes it.",
+                examples=["slam tune --config configs/tune-smollm2.yaml model.path=$M tune.k_grid=[2,4,6]",
+                          "slam tune --config c.yaml --storage s3://bucket/runs --ray-address auto tune.max_steps=20"])
     p.add_argument("--config", default=None, help="YAML config (sections: model, data, train, tune, tracking)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="config override, repeatable (e.g. tune.k_grid=[2,4,6])")
     p.add_argument("--storage", default=None, help="Ray storage root, local or s3:// (default: storage.root)")
     p.add_argument("--out", default=None, help="where best.json/results/plot go (default: <storage>/<name>-result)")
-    p.add_argument("--num-workers", type=int, default=1, help="Ray Train workers per trial (default 1)")
+    p.add_argument("--num-workers", type=int, default=1, help="Ray Train workers per trial")
     p.add_argument("--ray-address", default=None, help="existing Ray cluster (default: start Ray locally)")
-    p.add_argument("positional_overrides", nargs="*", metavar="SECTION.KEY=VALUE",
-                   help="config overrides, same form as `slam train` (e.g. tune.max_steps=20)")
+    add_overrides(p)
     p.set_defaults(func=run)
 
 
@@ -36,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.num_workers < 1:
         raise SlamError(f"--num-workers must be >= 1, got {args.num_workers}")
-    cfg = load_config(args.config, [*args.overrides, *args.positional_overrides])
+    cfg = load_config(args.config, args.overrides)
     from slam.compare import format_table
     from slam.distributed.tune import RESULT_COLUMNS, tune_search
 

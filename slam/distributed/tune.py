@@ -11,7 +11,8 @@ and run names are derived from the search point, so re-running the same search r
 (`Tuner.restore`) and a restarted trial resumes its training run from its last checkpoint.
 Results (best.json, results.csv/json, tune.png) are written to storage before anything is logged to
 MLflow, so an MLflow outage never loses them. MLflow: one `tune` run, each trial's training run nested
-under it (via tracking.parent_run_id).
+under it (via tracking.parent = its run key). The console shows one progress line per finished trial
+with an ETA; Tune's status tables only with SLAM_VERBOSE=1.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def _search_name(cfg: SlamConfig) -> str:
     return f"tune-{h[:10]}"
 
 
-def _trial_cfg(cfg: SlamConfig, point: dict[str, Any], name: str, parent_run_id: str) -> dict[str, Any]:
+def _trial_cfg(cfg: SlamConfig, point: dict[str, Any], name: str, parent_key: str) -> dict[str, Any]:
     tc, t = cfg.tune, cfg.train
     report_every = max(1, min(t.report_every, tc.max_steps))
     accuracy = tc.metric in ACCURACY_METRICS
@@ -100,7 +101,7 @@ def _trial_cfg(cfg: SlamConfig, point: dict[str, Any], name: str, parent_run_id:
                "val_accuracy_every": 0 if accuracy else t.val_accuracy_every,
                "val_accuracy_limit": (t.val_accuracy_limit or tc.val_accuracy_limit) if accuracy else t.val_accuracy_limit,
                "run_name": f"{name}-{point['trial']}", "method": "slam"},
-        tracking={"parent_run_id": parent_run_id}))
+        tracking={"parent": parent_key}))
 
 
 def _trial(config: dict[str, Any], cfgs: dict[str, dict], trials_root: str, num_workers: int) -> None:
@@ -240,7 +241,8 @@ def _tuner(cfg: SlamConfig, points: dict[str, dict], trainable: Any, name: str, 
                                     scheduler=scheduler, max_concurrent_trials=_max_concurrent(cfg, num_workers),
                                     trial_name_creator=lambda t: t.config["point"]["trial"],
                                     trial_dirname_creator=lambda t: t.config["point"]["trial"]),
-        run_config=tune.RunConfig(name=name, storage_path=root, verbose=1),
+        run_config=tune.RunConfig(name=name, storage_path=root, verbose=1 if os.environ.get("SLAM_VERBOSE") else 0,
+                                  callbacks=[_trial_progress(len(points))]),
     )
 
 
@@ -248,15 +250,17 @@ def _log_results(tracker: Any, parent: Any, rows: list[dict], cfgs: dict[str, di
                  out_uri: str) -> None:
     """The search's view on MLflow: each trial's own training run (nested) and the parent's best + files."""
     for row in rows:
-        with tracker.run(row["trial"], key=cfgs[row["trial"]]["train"]["run_name"], parent_run_id=parent.id,
-                         tags={"slam.step": "tune-trial", "slam.trial_status": row["status"]}) as run:
+        with tracker.run(row["trial"], key=cfgs[row["trial"]]["train"]["run_name"], parent_key=f"tune/{best['search']}",
+                         tags={"slam.step": "tune-trial", "slam.trial_status": row["status"]}, background=True) as run:
             run.log_params({"k": row["k"], "selection": row["selection"], "lr": row["lr"],
                             "layers": ",".join(map(str, row["layers"]))})
             run.log_metrics({m: row[m] for m in ("val_loss", "train_loss", *ACCURACY_METRICS, "val_accuracy_en")
                              if isinstance(row.get(m), (int, float))})
+            run.set_tags({"slam.step": "tune-trial", "slam.trial_status": row["status"]})  # the run existed
     parent.log_params({"best_k": best["k"], "best_layers": ",".join(map(str, best["layers"])),
                        "best_lr": best["lr"], "best_selection": best["selection"]})
-    parent.log_metrics({f"best_{metric}": best["value"]})
+    # the run-wide names: best/val/loss, or best/val/acc in percent
+    parent.log_metrics({"best/val/loss": best["value"]} if metric == "val_loss" else {"best/val/acc": 100 * best["value"]})
     with storage.local_copy(out_uri) as d:
         for f in ("best.json", "results.csv", "results.json", "tune.png"):
             parent.log_artifact(Path(d) / f, "tune")
@@ -280,11 +284,11 @@ def tune_search(cfg: SlamConfig, *, storage_root: str | None = None, ray_address
     out_uri = out_uri or storage.join(root, f"{name}-result")
 
     tracker = get_tracker(cfg.tracking)
-    with tracker.run(name, key=f"tune/{name}", tags={"slam.step": "tune"}) as parent:
+    with tracker.run(name, key=f"tune/{name}", tags={"slam.step": "tune"}, background=True) as parent:
         parent.log_params({"k_grid": tc.k_grid, "lr_grid": tc.lr_grid or [cfg.train.lr], "selections": tc.selections,
                            "search": tc.search, "metric": tc.metric, "max_steps": tc.max_steps, "asha": tc.asha,
                            "base_model": cfg.model.path, "probe": cfg.train.probe, "trials": len(points)})
-        cfgs = {trial: _trial_cfg(cfg, p, name, parent.id) for trial, p in points.items()}
+        cfgs = {trial: _trial_cfg(cfg, p, name, f"tune/{name}") for trial, p in points.items()}
         _init_ray(ray_address)
         trials_root = storage.join(root, f"{name}-trials")
         run_dirs = {trial: storage.join(trials_root, c["train"]["run_name"]) for trial, c in cfgs.items()}
@@ -304,3 +308,24 @@ def tune_search(cfg: SlamConfig, *, storage_root: str | None = None, ray_address
         log.warning("trials that failed: %s (see %s)", ", ".join(failed), storage.join(root, name))
     return TuneOutcome(best=best, rows=rows, out_uri=out_uri, experiment_path=storage.join(root, name),
                        parent_run_id=parent.id)
+
+
+def _trial_progress(total: int) -> Any:
+    """A Tune callback: one progress line with ETA per finished trial (Tune's own tables need verbose)."""
+    from ray.tune import Callback
+
+    from slam.progress import progress
+
+    class TrialProgress(Callback):
+        def setup(self, **info: Any) -> None:
+            self.bar = progress(total, "tune", "trial")
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            m = trial.last_result or {}
+            shown = {k: f"{m[k]:.3f}" for k in ("val_loss", "val_accuracy") if isinstance(m.get(k), (int, float))}
+            self.bar.update(1, **{"last": trial.config["point"]["trial"], **shown})
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.bar.update(1, last=f"{trial.config['point']['trial']} FAILED")
+
+    return TrialProgress()

@@ -192,7 +192,7 @@ def _token_counts(tokenizer: Any, langs: Sequence[str], texts: dict[str, list[st
 def collect(model: nn.Module, tokenizer: Any, langs: Sequence[str], texts: dict[str, list[str]], cfg: ProbeConfig,
             *, neurons: bool, cosine: bool, progress: bool = True) -> Counts:
     """Run every language's questions through the model, batch by batch, with the counting hooks on."""
-    from tqdm.auto import tqdm
+    from slam.progress import progress as progress_bar
 
     arch = describe(model)
     n = len(next(iter(texts.values())))
@@ -214,7 +214,7 @@ def collect(model: nn.Module, tokenizer: Any, langs: Sequence[str], texts: dict[
     chunks = [order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
     was_training = model.training
     model.eval()
-    bar = tqdm(total=len(chunks) * len(langs), desc="probe", unit="batch", disable=not progress)
+    bar = progress_bar(len(chunks) * len(langs), "probe", "batch", enabled=progress)  # ETA lines off a terminal
     try:
         with torch.no_grad(), _hooked(model, arch, stats, neurons, cosine):
             for chunk in chunks:

@@ -12,6 +12,7 @@
 | `loss.py` | response-only loss in checkpointed chunks (full logits never materialized) |
 | `engines.py` | DeepSpeed / torch engines behind one interface; process group; RNG state |
 | `local.py` | `train_local` and `LocalSession`: the loop without Ray |
+| `report.py` | what a run shows: live MLflow metrics, a progress line with ETA, end-of-run artifacts |
 """
 
 from slam.train.local import LocalSession, train_local

@@ -101,14 +101,18 @@ class TorchEngine:
         if self._micro % self.accum:
             return
         params = [p for p in self.module.parameters() if p.requires_grad]
-        if self.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        # inf = measure without clipping: the grad norm is a live training metric either way
+        self._grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm or float("inf")))
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
 
     def lr(self) -> float:
         return self.opt.param_groups[0]["lr"]
+
+    def grad_norm(self) -> float | None:
+        """Global norm of the trainable gradients at the last optimizer step (before clipping)."""
+        return getattr(self, "_grad_norm", None)
 
     def save(self, d: Path, rank: int) -> None:
         if rank == 0:
@@ -144,6 +148,10 @@ class DeepSpeedEngine(TorchEngine):
 
     def lr(self) -> float:
         return self.engine.get_lr()[0]
+
+    def grad_norm(self) -> float | None:
+        norm = self.engine.get_global_grad_norm()
+        return None if norm is None else float(norm)
 
     def save(self, d: Path, rank: int) -> None:
         # every rank writes its ZeRO partition of the optimizer; frozen weights stay out (that is the point)

