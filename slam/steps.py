@@ -246,10 +246,14 @@ def train_slam(*, storage: str, base_model: str, data_uri: str, probe_uri: str, 
 @timed
 def evaluate(*, storage: str, base_model: str, data_uri: str, delta_uri: str = "", label: str = "",
              tasks: str = "synthetic", languages: str = "", limit: int = 0, max_new_tokens: int = 0,
-             mlflow_uri: str = "", experiment: str = "slam") -> dict:
-    """Per-language accuracy of base (no delta) or base + delta on each task; eval.json/md/png per task."""
+             benchmarks: str = "", mlflow_uri: str = "", experiment: str = "slam") -> dict:
+    """Per-language accuracy of base (no delta) or base + delta on each task; eval.json/md/png per task.
+    MGSM/MSVAMP come from `benchmarks` (a root or task=URI pairs, slam.tasks.sources), else from the
+    data set's test split; problems the data set held out for probing are never evaluated on; languages
+    the data set does not train are marked zero-shot."""
     from slam import evaluate as ev
     from slam.config import TrackingConfig
+    from slam.data.build import trained_langs
     from slam.tracking import get_tracker, pipeline_tags
 
     langs = split_list(languages, "languages")
@@ -257,12 +261,15 @@ def evaluate(*, storage: str, base_model: str, data_uri: str, delta_uri: str = "
     if not task_names:
         raise SlamError("evaluate: no tasks given (synthetic, mgsm, msvamp)")
     label = label or ("slam" if delta_uri else "base")
+    manifest = _read_json_or_empty(store.join(data_uri, "manifest.json")) if data_uri else {}
+    held_out = (manifest.get("probe") or {}).get("held_out") or {}
+    plan = {task: _eval_plan(task, benchmarks, data_uri, langs) for task in task_names}  # bad sources fail here
     key = step_key("eval", model=base_model, delta=delta_uri, data=data_uri, tasks=task_names, langs=langs,
-                   limit=limit, max_new_tokens=max_new_tokens)
+                   limit=limit, max_new_tokens=max_new_tokens, sources={t: p[0] for t, p in plan.items()})
     out = step_uri(storage, "eval", f"{label}-{key}")
     model = tok = None
     reports: dict[str, tuple[str, dict]] = {}
-    for task in task_names:
+    for task, (source, task_langs, missing) in plan.items():
         task_uri = store.join(out, task)
         json_uri = store.join(task_uri, "eval.json")
         if store.exists(json_uri):  # eval.json is written last: present = complete
@@ -270,9 +277,11 @@ def evaluate(*, storage: str, base_model: str, data_uri: str, delta_uri: str = "
             continue
         if model is None:
             model, tok = _load_for_eval(base_model, delta_uri)
-        report = ev.evaluate_task(model, tok, task, data_uri if task == "synthetic" else "", langs=langs or None,
-                                  limit=limit or None, max_new_tokens=max_new_tokens)
-        report["meta"].update({"label": label, "base_model": base_model, "delta": delta_uri})
+        report = ev.evaluate_task(model, tok, task, source, langs=task_langs or None, limit=limit or None,
+                                  exclude=held_out.get(task, ()), max_new_tokens=max_new_tokens)
+        report["meta"].update({"label": label, "base_model": base_model, "delta": delta_uri,
+                               "not_in_benchmark": missing})
+        ev.mark_zero_shot(report, trained_langs(manifest))
         ev.write_report(report, task_uri, title=f"{label}: {task} per-language accuracy (%)")
         reports[task] = (json_uri, report)
 
@@ -285,7 +294,11 @@ def evaluate(*, storage: str, base_model: str, data_uri: str, delta_uri: str = "
         for k in ("average", "average_non_en", "english"):
             if report.get(k) is not None:
                 metrics[f"{task}_{k}"] = report[k]
-        md.append(f"## {task}\n\n{ev.markdown_table(report)}\n\n`{json_uri}`\n")
+        notes = [f"Zero-shot (not in the training data): {', '.join(report['zero_shot'])}."] if report.get("zero_shot") else []
+        if report["meta"].get("not_in_benchmark"):
+            notes.append(f"Not in {task}: {', '.join(report['meta']['not_in_benchmark'])}.")
+        md.append(f"## {task}\n\n{ev.markdown_table(report)}\n\n" + "".join(n + "\n" for n in notes)
+                  + f"\n`{json_uri}`\n")
         figures[f"{label}: {task}"] = store.read_bytes(store.join(store.join(out, task), "eval.png"))
     first_uri, first = next(iter(reports.values()))
     tracker = get_tracker(TrackingConfig(uri=mlflow_uri, experiment=experiment or "slam"))
@@ -295,6 +308,26 @@ def evaluate(*, storage: str, base_model: str, data_uri: str, delta_uri: str = "
         run.log_metrics(metrics)
     return {"uri": first_uri, "outputs": {"average": float(first.get("average") or 0.0), "label": label},
             "metrics": metrics, "markdown": "\n".join(md), "figures": figures}
+
+
+def _eval_plan(task: str, benchmarks: str, data_uri: str, langs: list[str]) -> tuple[str, list[str], list[str]]:
+    """(source, languages to evaluate, requested languages the benchmark does not have)."""
+    from slam import tasks as T
+    from slam.tasks.sources import available_langs, benchmark_source
+
+    if task == "synthetic":
+        return data_uri, langs, []
+    source = benchmark_source(task, benchmarks, data_uri)
+    if not langs:
+        return source, [], []
+    have = set(available_langs(T.get(task), source))
+    keep, missing = [x for x in langs if x in have], [x for x in langs if x not in have]
+    if not keep:
+        raise SlamError(f"{task} at {source} has none of the languages {', '.join(langs)} "
+                        f"(it has: {', '.join(sorted(have)) or 'none'})")
+    if missing:
+        log.warning("%s at %s has no %s: evaluating %s", task, source, ", ".join(missing), ", ".join(keep))
+    return source, keep, missing
 
 
 def _load_for_eval(base_model: str, delta_uri: str):
