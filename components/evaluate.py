@@ -21,6 +21,7 @@ def evaluate(
     storage: str,
     mlflow_uri: str,
     experiment: str,
+    benchmarks: str,
     report: Output[Artifact],
     metrics: Output[Metrics],
     table: Output[Markdown],
@@ -34,6 +35,6 @@ def evaluate(
     result = steps.evaluate(storage=storage, base_model=base_model, data_uri=read_pointer(dataset),
                             delta_uri=read_pointer(delta) if delta is not None else "", label=label,
                             tasks=tasks, languages=languages, limit=limit, max_new_tokens=max_new_tokens,
-                            mlflow_uri=mlflow_uri, experiment=experiment)
+                            benchmarks=benchmarks, mlflow_uri=mlflow_uri, experiment=experiment)
     publish(result, report, metrics=metrics, markdown=table, html=chart)
     return float(result["outputs"]["average"])

@@ -5,7 +5,7 @@
     slam pipeline schedule --host URL --cron "0 0 3 * * 1" --languages sw,th
     slam pipeline schedules --host URL [--disable ID]
     slam pipeline run --storage runs/local -p synth_problems=100     # whole DAG here via kfp.local
-    slam demo [--quick] [--out runs/demo] [--storage s3://bucket/demo]
+    slam demo [--quick] [--out runs/demo] [--storage s3://bucket/demo] [--real --shared-data ../shared/data]
 
 These subcommands live with the pipeline (they need kfp); the `slam` CLI finds them through the
 `slam.commands` entry points declared in pyproject.toml, so the library itself never imports upward.
@@ -159,6 +159,9 @@ def run_local(args: argparse.Namespace) -> int:
 def register_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole Kubeflow pipeline locally on the embedded defaults")
     p.add_argument("--quick", action="store_true", help="reduced run (fewer languages/steps/questions; what CI runs)")
+    p.add_argument("--real", action="store_true",
+                   help="real data: build GSM8K CoT + QAlign translations + MGSM test (--shared-data), evaluate on MGSM")
+    p.add_argument("--shared-data", default="", help="--real: dir or s3:// prefix holding gsm8k/, qalign_gsmtrans/, mgsm/")
     p.add_argument("--out", default="runs/demo", help="output dir: storage, kfp task outputs, MLflow (default runs/demo)")
     p.add_argument("--storage", default="", help="artifact storage instead of <out>/storage (e.g. s3://bucket/demo)")
     p.add_argument("--mlflow-uri", default="", help="MLflow tracking URI (default: sqlite under <out>/mlflow)")
@@ -171,5 +174,6 @@ def run_demo_command(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
     params = {k.replace("-", "_"): v for k, v in parse_key_values(args.param, "--param").items()}
-    run_demo(args.out, quick=args.quick, storage=args.storage, mlflow_uri=args.mlflow_uri, params=params)
+    run_demo(args.out, quick=args.quick, storage=args.storage, mlflow_uri=args.mlflow_uri, params=params,
+             real=args.real, shared_data=args.shared_data)
     return 0

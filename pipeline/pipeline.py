@@ -95,6 +95,7 @@ def build_pipeline(opts: CompileOptions | None = None):
         eval_tasks: str = "synthetic",
         eval_limit: int = 0,
         eval_max_new_tokens: int = 0,
+        benchmarks: str = "",
     ) -> str:
         data = _common(prepare_data(languages=languages, train_data=train_data, synth_problems=synth_problems,
                                     synth_seed=synth_seed, storage=storage), opts, "prepare data")
@@ -114,7 +115,7 @@ def build_pipeline(opts: CompileOptions | None = None):
         ), opts, "train SLAM (Ray Train + DeepSpeed)"), opts)
         eval_kw = dict(base_model=base_model, dataset=data.outputs["dataset"], tasks=eval_tasks,
                        languages=languages, limit=eval_limit, max_new_tokens=eval_max_new_tokens, storage=storage,
-                       mlflow_uri=mlflow_uri, experiment=experiment)
+                       mlflow_uri=mlflow_uri, experiment=experiment, benchmarks=benchmarks)
         base_eval = _heavy(_common(evaluate(label="base", **eval_kw), opts, "evaluate base"), opts)
         slam_eval = _heavy(_common(evaluate(label="slam", delta=train.outputs["delta"], **eval_kw), opts,
                                    "evaluate SLAM"), opts)

@@ -110,7 +110,15 @@ def prepare_data(*, storage: str, languages: str, train_data: str = "", synth_pr
         else:
             synth(uri, langs=langs, seed=synth_seed, **sizes)
     manifest = _read_json_or_empty(store.join(uri, "manifest.json"))
-    md = f"# Training data\n\n`{uri}`\n\n```json\n{json.dumps(manifest.get('counts', manifest), indent=2)[:4000]}\n```\n"
+    from slam.data.build import trained_langs
+
+    trained = trained_langs(manifest)
+    zero = [x for x in langs if trained is not None and x not in trained]
+    notes = list(manifest.get("notes", [])) + ([f"zero-shot (evaluated, not trained): {', '.join(zero)}"] if zero else [])
+    for note in notes:
+        log.info("data: %s", note)
+    md = (f"# Training data\n\n`{uri}`\n\n" + "".join(f"- {n}\n" for n in notes)
+          + f"\n```json\n{json.dumps(manifest.get('counts', manifest), indent=2)[:4000]}\n```\n")
     return {"uri": uri, "outputs": {"languages": ",".join(langs)}, "metrics": {}, "markdown": md}
 
 

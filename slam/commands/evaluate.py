@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="model: HF dir, s3://bucket/prefix, hf:org/name or pypi:smollm2 (the base when --delta is given)")
     p.add_argument("--delta", default=None, help="SLAM delta (path or URI) to apply on top of --model")
     p.add_argument("--task", required=True, choices=["mgsm", "msvamp", "synthetic"], help="benchmark")
-    p.add_argument("--data", required=True,
+    p.add_argument("--data", default="",
                    help="where the questions are: a dir or s3:// prefix of the benchmark's files (mgsm_<lang>.tsv, "
                         "test_<Language>.json), a test_<task>.jsonl from `slam data build`, hf:org/name "
                         "(online); synthetic: a `slam data synth` output dir")
@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
         problems.append(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_new_tokens < 0:
         problems.append(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+    if not args.data:
+        problems.append(f"--task {args.task} needs --data (a dir or s3:// prefix of its files, a test_<task>.jsonl, "
+                        "hf:org/name; synthetic: a `slam data synth` output dir): slam does not guess data locations")
     if problems:
         raise SlamError("; ".join(problems))
 

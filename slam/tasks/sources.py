@@ -34,6 +34,8 @@ def benchmark_source(task: str, benchmarks: str = "", data_uri: str = "") -> str
     from slam.config import parse_key_values, split_list
 
     b = str(benchmarks or "").strip()
+    if any(c.isspace() or ord(c) < 32 for c in b.replace(" ", "").replace(",", "")):
+        raise SlamError(f"benchmarks {b!r} contains whitespace or control characters")
     if b and "=" in b:
         mapping = parse_key_values(split_list(b), "benchmarks")
         if task not in mapping:
