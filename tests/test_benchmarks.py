@@ -65,7 +65,7 @@ def _datasets_copy(shared_data, root, langs):
     for lang in langs:
         lines = [x.split("\t") for x in (shared_data / "mgsm" / f"mgsm_{lang}.tsv").read_text().split("\n") if x]
         table = pa.table({"question": [q for q, _ in lines], "answer": [None] * len(lines),
-                          "answer_number": [int(a) for _, a in lines], "equation_solution": [None] * len(lines)})
+                          "answer_number": [int(a.replace(",", "")) for _, a in lines], "equation_solution": [None] * len(lines)})
         (root / lang).mkdir(parents=True)
         pq.write_table(table, root / lang / "test-00000-of-00001.parquet")
         cards.append(f"- config_name: {lang}\n  data_files:\n  - split: test\n    path: {lang}/test-*\n")
@@ -99,18 +99,24 @@ def test_eval_step_skips_held_out_probe_problems_and_marks_zero_shot(shared_data
     from slam import steps
     from slam.data.real import build_real
 
+    bench = tmp_path / "bench" / "mgsm"  # a 12-problem MGSM (the first rows of the real files)
+    bench.mkdir(parents=True)
+    for lang in ("en", "de", "th"):
+        rows = (shared_data / "mgsm" / f"mgsm_{lang}.tsv").read_text(encoding="utf-8").split("\n")[:12]
+        (bench / f"mgsm_{lang}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     data = tmp_path / "real"
-    build_real(str(shared_data), str(data), langs=["de", "th"], max_problems=10, probe_questions=4)
+    build_real(str(shared_data), str(data), langs=["de", "th"], max_problems=10, probe_questions=4,
+               benchmarks=str(bench.parent))
     held = json.loads((data / "manifest.json").read_text())["probe"]["held_out"]["mgsm"]
-    assert held == ["mgsm-246", "mgsm-247", "mgsm-248", "mgsm-249"]
-    # benchmarks from the shared root: the full MGSM, of which the step must drop the held-out problems
+    assert held == ["mgsm-8", "mgsm-9", "mgsm-10", "mgsm-11"]
+    # the step reads the full 12-problem source and must drop the held-out problems itself
     out = steps.evaluate(storage=str(tmp_path / "st"), base_model=str(tiny_model_dir), data_uri=str(data),
                          tasks="mgsm", languages="en,de,th", limit=0, max_new_tokens=2,
-                         benchmarks=str(shared_data))
+                         benchmarks=str(bench.parent))
     report = json.loads(open(out["uri"]).read())
-    assert {k: v["total"] for k, v in report["per_lang"].items()} == {"en": 246, "de": 246, "th": 246}
+    assert {k: v["total"] for k, v in report["per_lang"].items()} == {"en": 8, "de": 8, "th": 8}
     assert not {s["id"].rsplit("-", 1)[0] for s in report["samples"]} & set(held)
     assert report["zero_shot"] == ["th"] and report["meta"]["excluded_for_probe"] == 4
-    md = (tmp_path / "st").rglob("eval.md").__next__().read_text()
+    md = next((tmp_path / "st").rglob("eval.md")).read_text()
     assert "| th (zero-shot) |" in md and "Zero-shot (evaluated, not in the training data): th." in md
     assert "Zero-shot (not in the training data): th." in out["markdown"]
