@@ -34,7 +34,8 @@ def test_the_evaluation_has_no_default_data_location():
     import inspect
 
     from slam import evaluate
-    from slam.commands import data, evaluate as ev_cmd
+    from slam.commands import data
+    from slam.commands import evaluate as ev_cmd
 
     assert not hasattr(evaluate, "default_data_dir")
     for mod in (evaluate, ev_cmd, data, tasks, tasks.get("mgsm"), tasks.get("msvamp")):
