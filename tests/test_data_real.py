@@ -130,3 +130,23 @@ def test_user_data_without_a_mapping_and_bad_probe_requests_are_clear(shared_dat
 
     with pytest.raises(SlamError, match="over half of MGSM"):
         build_real(str(shared_data), str(tmp_path / "b"), langs=["th"], probe_questions=200, max_problems=5)
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "parquet"])
+def test_an_english_column_yields_the_english_side_of_each_problem(tmp_path, ext):
+    from slam.data.loaders import raw_generic
+
+    rows = [{"q": "Tom hat 3 Äpfel.", "en": "Tom has 3 apples.", "id": "p1"},
+            {"q": "Anna hat 2 Birnen.", "en": "", "id": "p2"}]
+    path = tmp_path / f"f.{ext}"
+    if ext == "jsonl":
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    out = raw_generic(str(path), {"question": "q", "english": "en", "problem_id": "id", "lang": "=de"})
+    assert [(r["problem_id"], r["lang"], r["question"]) for r in out] == [
+        ("p1", "de", "Tom hat 3 Äpfel."), ("p1", "en", "Tom has 3 apples."), ("p2", "de", "Anna hat 2 Birnen.")]
+    assert "english" not in out[0]
