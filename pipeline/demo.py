@@ -202,7 +202,8 @@ def summarise(outputs: dict[str, dict], params: dict[str, Any], run: dict, wall:
     reg = outputs["register-model"]["parameters"]
     uri = params["mlflow_uri"]
     ui = (f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else f"open {uri}")
-    steps = dict(run["steps"])
+    labels = {t: f"{t.split('-')[0]} ({art(t, 'report').get('label')})" for t in outputs if t.startswith("evaluate")}
+    steps = {labels.get(t, t): v for t, v in run["steps"].items()}  # "evaluate (base)", not "evaluate-2"
     steps["(orchestration: kfp.local, process start, imports)"] = round(max(0.0, pipeline_wall - sum(run["steps"].values())), 1)
     delta_uri = outputs.get("train-slam", {}).get("artifacts", {}).get("delta", {}).get("uri", "")
     return DemoResult(
