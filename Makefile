@@ -1,6 +1,7 @@
 # slam developer tasks. `make demo` and `make test` are the README's two commands; CI runs `make test`.
 #   make setup      create .venv (plain pip: torch pinned to the CPU wheel) and install slam + dev tools
 #   make demo       set up, then run the whole pipeline (kfp.local) on the embedded defaults: `slam demo`
+#   make demo-real  the same DAG on real data (GSM8K + QAlign + MGSM from ../shared/data): `slam demo --real`
 #   make test       set up, then run the default (fast) test suite
 #   make test-slow  real-model and long end-to-end tests
 #   make lint       ruff
@@ -12,7 +13,7 @@ BIN := $(VENV)/bin
 # runtime default is applied by slam itself (slam/env.py)
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
-.PHONY: setup demo test test-slow lint clean
+.PHONY: setup demo demo-real test test-slow lint clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +29,9 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(BIN)/slam demo --out runs/demo
+
+demo-real: setup
+	$(BIN)/slam demo --real --shared-data ../shared/data --out runs/demo-real
 
 test: setup
 	$(BIN)/python -m pytest -q

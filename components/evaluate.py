@@ -23,6 +23,7 @@ def evaluate(
     experiment: str,
     pipeline_run_id: str,
     pipeline_run_name: str,
+    benchmarks: str,
     report: Output[Artifact],
     metrics: Output[Metrics],
     table: Output[Markdown],
@@ -39,7 +40,7 @@ def evaluate(
                             delta_uri=read_pointer(delta) if delta is not None else "", label=label,
                             tasks=tasks, languages=languages, limit=limit, max_new_tokens=max_new_tokens,
                             baseline_uri=read_pointer(baseline) if baseline is not None else "",
-                            mlflow_uri=mlflow_uri, experiment=experiment, pipeline_run_id=pipeline_run_id,
-                            pipeline_run_name=pipeline_run_name)
+                            benchmarks=benchmarks, mlflow_uri=mlflow_uri, experiment=experiment,
+                            pipeline_run_id=pipeline_run_id, pipeline_run_name=pipeline_run_name)
     publish(result, report, metrics=metrics, markdown=table, html=chart)
     return float(result["outputs"]["average"])

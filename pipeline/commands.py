@@ -6,7 +6,7 @@
     slam pipeline schedule --host URL --cron "0 0 3 * * *" languages_uri=s3://b/languages mlflow_uri=http://mlflow:5000
     slam pipeline schedules --host URL [--disable ID]
     slam pipeline run storage=runs/local synth_problems=100   # whole DAG here via kfp.local
-    slam demo [--quick] [--out runs/demo] [--storage s3://bucket/demo] [name=value | section.key=value ...]
+    slam demo [--quick] [--real --shared-data DIR] [--out runs/demo] [--storage s3://b/demo] [name=value | section.key=value ...]
 
 One syntax for what a run is made of: `name=value` sets a pipeline parameter, `section.key=value` is a
 config override for the Tune trials and the training run (both repeatable). These subcommands live with
@@ -216,6 +216,9 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
                 examples=["slam demo --quick", "slam demo --storage s3://bucket/demo",
                           "slam demo train.max_steps=30 synth_problems=120", "slam --verbose demo --quick"])
     p.add_argument("--quick", action="store_true", help="reduced run (fewer languages/steps/questions; what CI runs)")
+    p.add_argument("--real", action="store_true",
+                   help="real data: build GSM8K CoT + QAlign translations + MGSM test (--shared-data), evaluate on MGSM")
+    p.add_argument("--shared-data", default="", help="--real: dir or s3:// prefix holding gsm8k/, qalign_gsmtrans/, mgsm/")
     p.add_argument("--out", default="runs/demo", help="output dir: storage, kfp task outputs, MLflow, logs")
     p.add_argument("--storage", default="", help="artifact storage instead of <out>/storage (e.g. s3://bucket/demo)")
     p.add_argument("--mlflow-uri", default="", help="MLflow tracking URI (default: sqlite under <out>/mlflow)")
@@ -230,5 +233,5 @@ def run_demo_command(args: argparse.Namespace) -> int:
     overrides = [x for x in args.params if "." in x.partition("=")[0]]
     named = {k.replace("-", "_"): v for k, v in parse_key_values(params, "parameter").items()}
     run_demo(args.out, quick=args.quick, storage=args.storage, mlflow_uri=args.mlflow_uri, params=named,
-             overrides=overrides, verbose=args.verbose)
+             overrides=overrides, verbose=args.verbose, real=args.real, shared_data=args.shared_data)
     return 0

@@ -100,6 +100,7 @@ def build_pipeline(opts: CompileOptions | None = None):
         eval_tasks: str = "synthetic",
         eval_limit: int = 0,
         eval_max_new_tokens: int = 0,
+        benchmarks: str = "",
     ):
         """SLAM: probe language layers, tune k, fine-tune their FFNs, evaluate base vs SLAM, register.
 
@@ -127,6 +128,7 @@ def build_pipeline(opts: CompileOptions | None = None):
             eval_tasks: Benchmarks: synthetic, mgsm, msvamp (comma list).
             eval_limit: Questions per language (0 = all).
             eval_max_new_tokens: Generation budget (0 = the task's protocol value).
+            benchmarks: Where mgsm/msvamp test sets come from: a root holding mgsm/ msvamp/, or task=URI pairs (dir, s3://, hf:org/name); empty = the dataset's test splits, then the image's copy.
         """
         # every step nests its MLflow run under one run per pipeline run, named after the KFP run
         run = dict(pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, pipeline_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
@@ -151,7 +153,8 @@ def build_pipeline(opts: CompileOptions | None = None):
                 storage=storage, **run,
             ), opts, "train SLAM (Ray Train + DeepSpeed)"), opts)
             eval_kw = dict(base_model=base_model, dataset=data.outputs["dataset"], tasks=eval_tasks, languages=langs,
-                           limit=eval_limit, max_new_tokens=eval_max_new_tokens, storage=storage, **run)
+                           limit=eval_limit, max_new_tokens=eval_max_new_tokens, storage=storage,
+                           benchmarks=benchmarks, **run)
             base_eval = _heavy(_common(evaluate(label="base", **eval_kw), opts, "evaluate base"), opts)
             slam_eval = _heavy(_common(evaluate(label="slam", delta=train.outputs["delta"],
                                                 baseline=base_eval.outputs["report"], **eval_kw), opts,

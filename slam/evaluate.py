@@ -1,7 +1,7 @@
 """Per-language accuracy of a causal LM on multilingual math word problems (MGSM, MSVAMP, synthetic).
 
     from slam import evaluate, tasks
-    records = tasks.get("mgsm").load("../shared/data/mgsm", langs=["en", "de"], limit=50)
+    records = tasks.get("mgsm").load("s3://bucket/bench/mgsm", langs=["en", "de"], limit=50)   # or hf:juletxara/mgsm
     report = evaluate.evaluate_model(model, tok, records, max_new_tokens=600)
     evaluate.write_report(report, "runs/eval-base")          # eval.json, eval.png, eval.md (or s3://...)
     print(evaluate.compare_table(base_report, tuned_report))
@@ -55,30 +55,27 @@ def evaluate_model(model: Any, tokenizer: Any, records: Sequence[Any], *, batch_
     return report
 
 
-def default_data_dir(task: str) -> str:
-    """Where a benchmark's files live when no --data is given: $SLAM_SHARED_DATA/<task>, else the
-    shared data folder next to the repository (../shared/data/<task>)."""
-    import os
-    from pathlib import Path
-
-    if task == "synthetic":
-        raise SlamError("task 'synthetic' needs --data: a `slam data synth` output dir holding test.jsonl")
-    root = os.environ.get("SLAM_SHARED_DATA") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
-    return str(Path(root) / task)
-
-
-def evaluate_task(model: Any, tokenizer: Any, task: str, data: str = "", *, langs: list[str] | None = None,
-                  limit: int | None = None, batch_size: int = 16, max_new_tokens: int = 0,
-                  template: str = "alpaca", progress: bool = True) -> dict:
-    """Load a benchmark (slam.tasks) and evaluate on it; max_new_tokens 0 = the task's protocol value."""
+def evaluate_task(model: Any, tokenizer: Any, task: str, source: str, *, langs: list[str] | None = None,
+                  limit: int | None = None, exclude: Sequence[str] = (), batch_size: int = 16,
+                  max_new_tokens: int = 0, template: str = "alpaca", progress: bool = True) -> dict:
+    """Load a benchmark from `source` (slam.tasks.sources) and evaluate on it; max_new_tokens 0 = the
+    task's protocol value. `exclude`: problem_ids held out for probing, never evaluated on."""
     from slam import tasks
 
     mod = tasks.get(task)
-    records = mod.load(data or default_data_dir(task), langs=langs or None, limit=limit)
+    records = mod.load(source, langs=langs or None, limit=limit, exclude=exclude)
     report = evaluate_model(model, tokenizer, records, batch_size=batch_size,
                             max_new_tokens=max_new_tokens or mod.MAX_NEW_TOKENS, template=template,
                             progress=progress, extract=mod.extract_answer)
-    report["meta"].update({"task": task, "data": data or default_data_dir(task), "limit": limit})
+    report["meta"].update({"task": task, "data": source, "limit": limit, "excluded_for_probe": len(set(exclude))})
+    return report
+
+
+def mark_zero_shot(report: dict, trained_langs: Sequence[str] | None) -> dict:
+    """Record which evaluated languages the model was not trained on (`report["zero_shot"]`); None =
+    unknown training languages, nothing is marked."""
+    if trained_langs is not None:
+        report["zero_shot"] = [lang for lang in report["per_lang"] if lang not in set(trained_langs)]
     return report
 
 
@@ -147,11 +144,16 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f}"
 
 
+def _label(lang: str, *reports: dict) -> str:
+    """`th (zero-shot)` for a language evaluated but not trained on."""
+    return f"{lang} (zero-shot)" if any(lang in r.get("zero_shot", ()) for r in reports) else lang
+
+
 def markdown_table(report: dict) -> str:
     """| lang | accuracy | correct | total | rows, then the averages (accuracy in percent)."""
     lines = ["| lang | accuracy (%) | correct | total |", "|---|---:|---:|---:|"]
     for lang, d in report["per_lang"].items():
-        lines.append(f"| {lang} | {_pct(d['accuracy'])} | {d['correct']} | {d['total']} |")
+        lines.append(f"| {_label(lang, report)} | {_pct(d['accuracy'])} | {d['correct']} | {d['total']} |")
     lines.append(f"| **average** | {_pct(report['average'])} | | |")
     lines.append(f"| average non-en | {_pct(report['average_non_en'])} | | |")
     return "\n".join(lines)
@@ -170,7 +172,8 @@ def compare_table(base_report: dict, tuned_report: dict, names: tuple[str, str] 
         return f"| {label} | {_pct(a)} | {_pct(b)} | {delta} |"
 
     lines = [f"| lang | {names[0]} (%) | {names[1]} (%) | Δ (points) |", "|---|---:|---:|---:|"]
-    lines += [row(lang, acc(base_report, lang), acc(tuned_report, lang)) for lang in langs]
+    lines += [row(_label(lang, base_report, tuned_report), acc(base_report, lang), acc(tuned_report, lang))
+              for lang in langs]
     lines.append(row("**average**", base_report["average"], tuned_report["average"]))
     lines.append(row("average non-en", base_report["average_non_en"], tuned_report["average_non_en"]))
     return "\n".join(lines)
@@ -187,7 +190,10 @@ def _bar_chart_png(report: dict, title: str) -> bytes:
     langs = list(report["per_lang"])
     accs = [100 * report["per_lang"][lang]["accuracy"] for lang in langs]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(langs) + 2), 3.5))
-    bars = ax.bar(langs, accs, color=["#d62728" if lang == "en" else "#1f77b4" for lang in langs])
+    zero = set(report.get("zero_shot", ()))
+    ticks = [f"{lang}\n(0-shot)" if lang in zero else lang for lang in langs]
+    bars = ax.bar(ticks, accs, color=["#d62728" if lang == "en" else "#1f77b4" for lang in langs],
+                  hatch=["//" if lang in zero else "" for lang in langs])
     ax.bar_label(bars, fmt="%.0f", fontsize=8)
     if report["average"] is not None:
         ax.axhline(100 * report["average"], color="gray", linestyle="--", linewidth=1,
@@ -213,6 +219,8 @@ def write_report(report: dict, out_uri: str, title: str = "") -> dict[str, str]:
     md = (f"# {title}\n\n{markdown_table(report)}\n\n"
           f"{len(report['samples'])} questions, template `{meta.get('template', '?')}`, "
           f"max_new_tokens {meta.get('max_new_tokens', '?')}, greedy.\n")
+    if report.get("zero_shot"):
+        md += (f"\nZero-shot (evaluated, not in the training data): {', '.join(report['zero_shot'])}.\n")
     wrong = [s for s in report["samples"] if not s["correct"]][:3]
     if wrong:
         md += "\n## Sample mistakes\n"

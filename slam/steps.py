@@ -165,8 +165,15 @@ def prepare_data(*, storage: str, languages: str, train_data: str = "", synth_pr
         else:
             synth(uri, langs=langs, seed=synth_seed, **sizes)
     manifest = _read_json_or_empty(store.join(uri, "manifest.json")) if changed else {}
-    md = (f"**{note}**\n\n" if note else "") + (views.data_summary_markdown(uri, manifest) if changed else
-                                                 "Nothing to train: the pipeline stops here.\n")
+    from slam.data.build import trained_langs
+
+    data_langs = trained_langs(manifest)  # None: every language trains
+    zero = [x for x in langs if data_langs is not None and x not in data_langs]
+    notes = list(manifest.get("notes", [])) + ([f"zero-shot (evaluated, not trained): {', '.join(zero)}"] if zero else [])
+    for n in notes:
+        log.info("data: %s", n)
+    md = ((f"**{note}**\n\n" if note else "") + "".join(f"- {n}\n" for n in notes) + ("\n" if notes else "")
+          + (views.data_summary_markdown(uri, manifest) if changed else "Nothing to train: the pipeline stops here.\n"))
     views.track_data(tc, views.run_key(pipeline_run_id, "data", f"data/{uri}"), uri, langs, manifest, md,
                 {"languages_uri": languages_uri, "train_data": train_data, "synth_problems": synth_problems,
                  "synth_seed": synth_seed}, new)
@@ -346,14 +353,17 @@ def train_slam(*, storage: str, base_model: str, data_uri: str, probe_uri: str, 
 @timed
 def evaluate(*, storage: str, base_model: str, data_uri: str, delta_uri: str = "", label: str = "",
              tasks: str = "synthetic", languages: str = "", limit: int = 0, max_new_tokens: int = 0,
-             baseline_uri: str = "", mlflow_uri: str = "", experiment: str = "slam", pipeline_run_id: str = "",
-             pipeline_run_name: str = "") -> dict:
+             baseline_uri: str = "", benchmarks: str = "", mlflow_uri: str = "", experiment: str = "slam",
+             pipeline_run_id: str = "", pipeline_run_name: str = "") -> dict:
     """Per-language accuracy of base (no delta) or base + delta on each task; eval.json/md/png per task.
-    With `baseline_uri` (the base's eval.json, same questions), the run also carries the base's numbers
-    and the differences, and the figures compare the two."""
+    MGSM/MSVAMP come from `benchmarks` (a root or task=URI pairs, slam.tasks.sources), else from the
+    data set's test split; problems the data set held out for probing are never evaluated on; languages
+    the data set does not train are marked zero-shot. With `baseline_uri` (the base's eval.json, same
+    questions), the run also carries the base's numbers and the differences, and the figures compare the two."""
     from slam import evaluate as ev
     from slam import views
     from slam.charts import compare_bars_png
+    from slam.data.build import trained_langs
     from slam.tracking import STEP_TAG, TRAIN_RUN_TAG, get_tracker
 
     langs = split_list(languages, "languages")
@@ -361,9 +371,12 @@ def evaluate(*, storage: str, base_model: str, data_uri: str, delta_uri: str = "
     if not task_names:
         raise SlamError("evaluate: no tasks given (synthetic, mgsm, msvamp)")
     label = label or ("slam" if delta_uri else "base")
+    manifest = _read_json_or_empty(store.join(data_uri, "manifest.json")) if data_uri else {}
+    held_out = (manifest.get("probe") or {}).get("held_out") or {}
+    plan = {task: _eval_plan(task, benchmarks, data_uri, langs) for task in task_names}  # bad sources fail here
     key = step_key("eval", model=base_model, delta=store.content_digest(delta_uri) if delta_uri else "",
                    data=store.content_digest(data_uri) if data_uri else "", tasks=task_names, langs=langs,
-                   limit=limit, max_new_tokens=max_new_tokens)
+                   limit=limit, max_new_tokens=max_new_tokens, sources={t: p[0] for t, p in plan.items()})
     out = step_uri(storage, "eval", f"{label}-{key}")
     tc = views.step_tracking(mlflow_uri, experiment, pipeline_run_id, pipeline_run_name)
     tracker = get_tracker(tc)
@@ -374,8 +387,9 @@ def evaluate(*, storage: str, base_model: str, data_uri: str, delta_uri: str = "
                      tags=tags, background=True, system_metrics=True) as run:
         run.log_params({"base_model": base_model, "delta": delta_uri or "(none)", "tasks": ",".join(task_names),
                         "languages": ",".join(langs), "limit": limit, "max_new_tokens": max_new_tokens or "task default",
-                        "decoding": "greedy", "prompt": "alpaca", "answer": "last number", "data_uri": data_uri})
-        for task in task_names:
+                        "decoding": "greedy", "prompt": "alpaca", "answer": "last number", "data_uri": data_uri,
+                        "benchmarks": benchmarks or "(the data set's test split)"})
+        for task, (source, task_langs, missing) in plan.items():
             task_uri = store.join(out, task)
             json_uri = store.join(task_uri, "eval.json")
             if store.exists(json_uri):  # eval.json is written last: present = complete
@@ -383,9 +397,11 @@ def evaluate(*, storage: str, base_model: str, data_uri: str, delta_uri: str = "
             else:
                 if model is None:
                     model, tok = _load_for_eval(base_model, delta_uri)
-                report = ev.evaluate_task(model, tok, task, data_uri if task == "synthetic" else "",
-                                          langs=langs or None, limit=limit or None, max_new_tokens=max_new_tokens)
-                report["meta"].update({"label": label, "base_model": base_model, "delta": delta_uri})
+                report = ev.evaluate_task(model, tok, task, source, langs=task_langs or None, limit=limit or None,
+                                          exclude=held_out.get(task, ()), max_new_tokens=max_new_tokens)
+                report["meta"].update({"label": label, "base_model": base_model, "delta": delta_uri,
+                                       "not_in_benchmark": missing})
+                ev.mark_zero_shot(report, trained_langs(manifest))
                 ev.write_report(report, task_uri, title=f"{label}: {task} per-language accuracy (%)")
                 reports[task] = (json_uri, report)
             views.track_eval_task(run, task, task_uri, reports[task][1], label, baseline_uri, data_uri)
@@ -395,20 +411,41 @@ def evaluate(*, storage: str, base_model: str, data_uri: str, delta_uri: str = "
     for task, (json_uri, report) in reports.items():
         base = views.baseline_report(baseline_uri, task)
         metrics.update(views.accuracy_metrics(report, task))
+        notes = [f"Zero-shot (not in the training data): {', '.join(report['zero_shot'])}."] if report.get("zero_shot") else []
+        if report["meta"].get("not_in_benchmark"):
+            notes.append(f"Not in {task}: {', '.join(report['meta']['not_in_benchmark'])}.")
+        notes_md = "".join(n + "\n" for n in notes)
         if base is not None:
             metrics.update(views.delta_metrics(base, report, task))
-            md.append(f"## {task}: base vs {label}\n\n{ev.compare_table(base, report, ('base', label))}\n\n`{json_uri}`\n")
+            md.append(f"## {task}: base vs {label}\n\n{ev.compare_table(base, report, ('base', label))}\n\n"
+                      f"{notes_md}\n`{json_uri}`\n")
             figures[f"{task}: base vs {label} per language"] = compare_bars_png(base, report, ("base", label))
         else:
-            md.append(f"## {task}\n\n{ev.markdown_table(report)}\n\n`{json_uri}`\n")
+            md.append(f"## {task}\n\n{ev.markdown_table(report)}\n\n{notes_md}\n`{json_uri}`\n")
         figures[f"{label}: {task}"] = store.read_bytes(store.join(store.join(out, task), "eval.png"))
     first_uri, first = next(iter(reports.values()))
     return {"uri": first_uri, "outputs": {"average": float(first.get("average") or 0.0), "label": label},
             "metrics": metrics, "markdown": "\n".join(md), "figures": figures}
 
 
+def _eval_plan(task: str, benchmarks: str, data_uri: str, langs: list[str]) -> tuple[str, list[str], list[str]]:
+    """(source, languages to evaluate, requested languages the benchmark does not have)."""
+    from slam import tasks as T
+    from slam.tasks.sources import available_langs, benchmark_source
 
-
+    if task == "synthetic":
+        return data_uri, langs, []
+    source = benchmark_source(task, benchmarks, data_uri)
+    if not langs:
+        return source, [], []
+    have = set(available_langs(T.get(task), source))
+    keep, missing = [x for x in langs if x in have], [x for x in langs if x not in have]
+    if not keep:
+        raise SlamError(f"{task} at {source} has none of the languages {', '.join(langs)} "
+                        f"(it has: {', '.join(sorted(have)) or 'none'})")
+    if missing:
+        log.warning("%s at %s has no %s: evaluating %s", task, source, ", ".join(missing), ", ".join(keep))
+    return source, keep, missing
 
 
 def _load_for_eval(base_model: str, delta_uri: str):

@@ -1,7 +1,9 @@
 """`slam data synth|build|validate` — make and check SLAM training data.
 
     slam data synth --out runs/data/synth --n-train 2000 --seed 0
-    slam data build --out runs/data/real --shared-data ../shared/data
+    slam data build --out runs/data/real --shared-data ../shared/data --langs de,zh,sw,th [--max-problems 300]
+    slam data build --out s3://b/data/it --shared-data s3://b/shared --langs de,it --user-data s3://b/it.csv \
+        --map question=domanda,english=question,lang==it
     slam data validate FILE [--format mgsm|msvamp|gsm8k|records|mathoctopus|generic] [--lang de]
 """
 
@@ -57,19 +59,38 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "schedule watches (pipeline parameter languages_uri); same seed = parallel problems")
     s.set_defaults(func=run_synth)
 
-    b = command(dsub, "build", help="build a SLAM training set (cot + translate tasks, split by problem)",
-                description="From the shared real data (GSM8K CoT + QAlign translations) or from Record JSONL files "
-                            "(one file per language, parallel by problem_id; en rows carry the English CoT). Bad rows "
-                            "are quarantined with reasons, never dropped silently.",
+    b = command(dsub, "build", help="build a SLAM data set: train/val (cot + translate), probe.jsonl, test splits",
+                description="From the shared real data (GSM8K CoT + QAlign translations, MGSM/MSVAMP for test and "
+                            "probe), optionally with your own files, or from Record JSONL files (one file per "
+                            "language, parallel by problem_id; en rows carry the English CoT). Bad rows are "
+                            "quarantined with reasons, never dropped silently.",
                 examples=["slam data build --out runs/real --shared-data ../shared/data --langs de,fr,sw",
+                          "slam data build --out runs/it --shared-data s3://b/shared --user-data it.csv "
+                          "--map question=q,english=q_en,lang==it",
                           "slam data build --out runs/mine --records langs/en/train.jsonl langs/sw/train.jsonl"])
     b.add_argument("--out", required=True, help="output dir or s3:// URI")
-    src = b.add_mutually_exclusive_group()
+    src = b.add_mutually_exclusive_group(required=True)
     src.add_argument("--shared-data", default=None,
-                     help="dir holding gsm8k/ and qalign_gsmtrans/ (default: ../shared/data): the real-data build")
+                     help="dir or s3:// prefix holding gsm8k/ and qalign_gsmtrans/ (and mgsm/, msvamp/ unless "
+                          "--benchmarks): the real-data build")
     src.add_argument("--records", nargs="+", default=None,
                      help="Record JSONL file(s) instead: questions per language, English CoT on the en rows")
-    b.add_argument("--langs", default=None, help="comma list of non-English languages (default: all available)")
+    b.add_argument("--langs", default=None,
+                   help="comma list of non-English languages (default: QAlign's de,es,fr,ja,ru,sw,zh); th/bn/te "
+                        "have no training data (probe/test only, evaluated zero-shot)")
+    b.add_argument("--user-data", nargs="+", default=[], metavar="FILE",
+                   help="your own JSONL/CSV/TSV/Parquet file(s), local or s3://, e.g. for a new language (--map)")
+    b.add_argument("--map", default=None, help="--user-data columns: field=column pairs (question, english, answer, "
+                                               "gold, lang, problem_id; =x: a constant), e.g. "
+                                               "question=q,english=q_en,lang==it")
+    b.add_argument("--benchmarks", default="", help="test/probe benchmarks: a root holding mgsm/ msvamp/ (default: "
+                                                    "--shared-data), or task=URI pairs (URI: dir, s3://, hf:org/name)")
+    b.add_argument("--test", default="mgsm", help="benchmarks to write test splits of: mgsm,msvamp or none")
+    b.add_argument("--probe-source", default="auto", choices=["auto", "train", "mgsm", "none"],
+                   help="parallel probe questions: translations in the training data, or MGSM problems held out "
+                        "from the test split (auto: train when every language has training data)")
+    b.add_argument("--probe-questions", type=int, default=64, help="parallel probe questions per language")
+    b.add_argument("--max-problems", type=int, default=None, help="at most N GSM8K problems (a reduced build)")
     b.add_argument("--no-english", action="store_true", help="leave out the English cot examples")
     b.add_argument("--translation-ratio", type=float, default=1.0,
                    help="X->English translation examples per non-English cot example, 0..1")
@@ -99,8 +120,18 @@ def _print_counts(manifest: dict) -> None:
     for split, c in manifest["counts"].items():
         per = ", ".join(f"{lang} {sum(t.values())}" for lang, t in c["by_lang"].items())
         print(f"{split}: {c['total']} examples from {c['problems']} problems ({per})")
+    probe = manifest.get("probe") or {}
+    tests = manifest.get("test") or {}
     for split, c in manifest.get("records", {}).items():
-        print(f"{split}: {sum(c.values())} records ({', '.join(f'{k} {v}' for k, v in c.items())})")
+        what = (f" (parallel; {probe.get('from')})" if split == "probe" else
+                f" (from {tests.get(split[5:], {}).get('source')})" if split.startswith("test_") else "")
+        print(f"{split}: {sum(c.values())} records ({', '.join(f'{k} {v}' for k, v in c.items())}){what}")
+    for task, d in (probe.get("disjoint_from_test") or {}).items():
+        held = probe.get("held_out", {}).get(task)
+        print(f"probe vs test_{task}: {d['shared_problem_ids']} shared problems, {d['shared_question_texts']} "
+              f"shared questions" + (f" ({len(held)} {task} problems held out for the probe)" if held else ""))
+    if manifest.get("zero_shot_langs"):
+        print(f"zero-shot (no training data, evaluated only): {', '.join(manifest['zero_shot_langs'])}")
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -128,21 +159,32 @@ def run_synth(args: argparse.Namespace) -> int:
 def run_build(args: argparse.Namespace) -> int:
     import time
 
+    from slam.config import parse_key_values, split_list
     from slam.data.build import check_ratios
+    from slam.errors import SlamError
 
     t0 = time.perf_counter()
     check_ratios(translation_ratio=args.translation_ratio, val_fraction=args.val_fraction)
     _check_out(args.out)
     if args.records:
+        if args.user_data:
+            raise SlamError("--user-data goes with --shared-data (with --records, list every file there)")
         manifest = _build_from_records(args)
     else:
         from slam.data.real import QALIGN_LANGS, build_real
 
-        shared = args.shared_data or _default_shared()
-        manifest = build_real(shared, args.out, langs=_langs(args.langs) or list(QALIGN_LANGS),
-                              translation_ratio=args.translation_ratio, val_fraction=args.val_fraction,
-                              seed=args.seed, include_english=not args.no_english)
+        if args.user_data and not args.map:
+            raise SlamError("--user-data needs --map, e.g. --map question=q,english=q_en,lang==it")
+        mapping = parse_key_values(split_list(args.map), "--map") if args.map else {}
+        tests = [t for t in split_list(args.test, "--test") if t != "none"]
+        manifest = build_real(args.shared_data, args.out, langs=_langs(args.langs) or list(QALIGN_LANGS),
+                              user_files=[(u, mapping) for u in args.user_data], benchmarks=args.benchmarks,
+                              tests=tests, probe_source=args.probe_source, probe_questions=args.probe_questions,
+                              max_problems=args.max_problems, translation_ratio=args.translation_ratio,
+                              val_fraction=args.val_fraction, seed=args.seed, include_english=not args.no_english)
     _print_counts(manifest)
+    for note in manifest.get("notes", []):
+        print(f"note: {note}")
     print(f"quarantined: {manifest['quarantined']}" + (f" ({args.out}/quarantine.jsonl)" if manifest["quarantined"]
                                                        else ""))
     skipped = manifest.get("validation", {}).get("skipped_by_langs") or {}
@@ -151,17 +193,6 @@ def run_build(args: argparse.Namespace) -> int:
               f"({', '.join(f'{k} {v}' for k, v in skipped.items())})")
     print(f"wrote {args.out} in {time.perf_counter() - t0:.1f}s")
     return 0
-
-
-def _default_shared() -> str:
-    from pathlib import Path
-
-    from slam.errors import SlamError
-
-    for p in (Path.cwd().parent / "shared" / "data", Path(__file__).resolve().parents[3] / "shared" / "data"):
-        if (p / "gsm8k").is_dir():
-            return str(p)
-    raise SlamError("no shared data found at ../shared/data; pass --shared-data DIR or --records FILE")
 
 
 def _build_from_records(args: argparse.Namespace) -> dict:

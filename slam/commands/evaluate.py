@@ -2,7 +2,10 @@
 
     slam evaluate --model ~/.cache/slam/models/smollm2-135m-instruct --task synthetic --data runs/synth \\
         --limit 20 --max-new-tokens 96 --out runs/eval-base
-    slam evaluate --model BASE --delta s3://bucket/run/delta --task mgsm --langs en,de,zh --out s3://bucket/run/eval
+    slam evaluate --model BASE --delta s3://bucket/run/delta --task mgsm --data s3://bucket/bench/mgsm \\
+        --langs en,de,zh --out s3://bucket/run/eval
+    slam evaluate --model BASE --task mgsm --data hf:juletxara/mgsm --limit 50 --out runs/eval   # online only
+    slam evaluate --model BASE --task mgsm --data runs/real/test_mgsm.jsonl --out runs/eval       # a build's test split
 
 Prints the per-language table and writes eval.json / eval.png / eval.md under --out (local or s3://).
 """
@@ -25,8 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="model: HF dir, s3://bucket/prefix, hf:org/name or pypi:smollm2 (the base when --delta is given)")
     p.add_argument("--delta", default=None, help="SLAM delta (path or URI) to apply on top of --model")
     p.add_argument("--task", required=True, choices=["mgsm", "msvamp", "synthetic"], help="benchmark")
-    p.add_argument("--data", default="", help="task data dir (default: ../shared/data/<task>; "
-                                              "synthetic: a `slam data synth` output dir, required)")
+    p.add_argument("--data", default="",
+                   help="where the questions are: a dir or s3:// prefix of the benchmark's files (mgsm_<lang>.tsv, "
+                        "test_<Language>.json), a test_<task>.jsonl from `slam data build`, hf:org/name "
+                        "(online); synthetic: a `slam data synth` output dir")
     p.add_argument("--langs", default="", help="comma list of languages, e.g. en,de,zh (default: all in the task)")
     p.add_argument("--limit", type=int, default=None, help="questions per language (default: all)")
     p.add_argument("--batch-size", type=int, default=16, help="questions generated together (default 16)")
@@ -53,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
         problems.append(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_new_tokens < 0:
         problems.append(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
-    if args.task == "synthetic" and not args.data:
-        problems.append("--task synthetic needs --data (a `slam data synth` output dir holding test.jsonl)")
+    if not args.data:
+        problems.append(f"--task {args.task} needs --data (a dir or s3:// prefix of its files, a test_<task>.jsonl, "
+                        "hf:org/name; synthetic: a `slam data synth` output dir): slam does not guess data locations")
     if problems:
         raise SlamError("; ".join(problems))
 
@@ -62,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     # Load the questions before the model: a bad --data/--langs fails in a second, not after loading weights.
     mod = tasks.get(args.task)
-    data = args.data or evaluate.default_data_dir(args.task)
+    data = args.data
     records = mod.load(data, langs=langs or None, limit=args.limit)
 
     model, tok = _load(args)

@@ -147,5 +147,13 @@ def read_examples(uri_dir: str, split: str) -> list[dict[str, Any]]:
     return storage.read_jsonl(uri)  # split on "\n" only: U+2028 occurs inside real questions
 
 
+def trained_langs(manifest: dict[str, Any]) -> list[str] | None:
+    """The languages a built data set trains on (None when the manifest does not say)."""
+    if manifest.get("trained_langs") is not None:
+        return list(manifest["trained_langs"])
+    by_lang = ((manifest.get("counts") or {}).get("train") or {}).get("by_lang")
+    return sorted(by_lang) if by_lang else None
+
+
 def read_manifest(uri_dir: str) -> dict[str, Any]:
     return storage.read_json(storage.join(uri_dir, "manifest.json"))

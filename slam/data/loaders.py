@@ -254,10 +254,17 @@ def raw_qalign(root: str, langs: list[str]) -> list[Row]:
     return rows
 
 
+GENERIC_FIELDS = ("id", "problem_id", "lang", "question", "answer", "gold", "source", "english")
+
+
 def raw_generic(uri: str, mapping: dict[str, str]) -> list[Row]:
-    """JSONL/JSON/CSV/TSV/Parquet with `mapping` {record field: column, or "=constant"}."""
+    """JSONL/JSON/CSV/TSV/Parquet with `mapping` {record field: column, or "=constant"}.
+
+    `english` (optional) names the column holding each question's English original: every such row
+    also yields an English row of the same problem (the translation target; `slam data build` joins it
+    to GSM8K by that text, as it does QAlign's pairs)."""
     uri = str(uri)
-    unknown = [k for k in mapping if k not in ("id", "problem_id", "lang", "question", "answer", "gold", "source")]
+    unknown = [k for k in mapping if k not in GENERIC_FIELDS]
     if unknown:
         raise SlamError(f"field mapping names unknown record field(s) {', '.join(unknown)}")
     if "question" not in mapping:
@@ -299,7 +306,35 @@ def raw_generic(uri: str, mapping: dict[str, str]) -> list[Row]:
         row.setdefault("problem_id", f"{stem}-{idx}")
         row["problem_id"] = str(row["problem_id"])
         row.setdefault("id", f"{row['problem_id']}-{row.get('lang')}")
+        english = row.pop("english", None)
         rows.append(row)
+        if isinstance(english, str) and english.strip():
+            rows.append({**row, "id": f"{row['problem_id']}-en", "lang": "en", "question": english})
+    return rows
+
+
+def raw_hf(path: str, lang: str, columns: dict[str, str], *, prefix: str, revision: str | None = None) -> list[Row]:
+    """The `test` split of config `lang` of a Hugging Face `datasets` dataset (a hub id, or a local dir
+    `datasets` can load) -> raw rows; `columns` maps question/gold to the dataset's column names. Row i
+    is problem `<prefix>-i`, as in the native files (the hub copies keep their row order)."""
+    try:
+        import datasets
+    except ImportError:
+        raise SlamError("reading a benchmark through `datasets` needs it installed: pip install datasets==5.2.0") from None
+    try:
+        ds = datasets.load_dataset(path, lang, split="test", revision=revision)
+    except Exception as e:  # offline, unknown id/config: one line, whatever datasets raised
+        msg = str(e).strip().splitlines()[0][:240] if str(e).strip() else type(e).__name__
+        raise SlamError(f"cannot load {path} (config {lang!r}, split test) with datasets: {msg}") from None
+    missing = [c for c in columns.values() if c not in ds.column_names]
+    if missing:
+        raise SlamError(f"{path} ({lang}) has no column(s) {', '.join(missing)} (columns: {', '.join(ds.column_names)})")
+    rows = []
+    for idx, item in enumerate(ds):
+        pid = f"{prefix}-{idx}"
+        rows.append({"id": f"{pid}-{lang}", "problem_id": pid, "lang": lang, "question": item[columns["question"]],
+                     "answer": None, "gold": item[columns["gold"]], "source": prefix,
+                     "_where": f"{path}[{lang}]:row {idx}"})
     return rows
 
 

@@ -12,18 +12,36 @@ in every language (problem_id "mgsm-<i>"). Protocol (MathOctopus/QAlign/SLAM): A
 
 from __future__ import annotations
 
+import sys
+
 from slam.tasks import extract_number, is_correct, select
 
 NAME = "mgsm"
 LANGS = ("en", "bn", "de", "es", "fr", "ja", "ru", "sw", "te", "th", "zh")
 MAX_NEW_TOKENS = 600
 
+HF_COLUMNS = {"question": "question", "gold": "answer_number"}
+"""Column names in the hub copy (`hf:...`: configs named by language code, split `test`)."""
 
-def load(root: str, langs: list[str] | None = None, limit: int | None = None) -> list:
-    """Records of the MGSM test set under `root` (a dir of mgsm_<lang>.tsv, local or s3://)."""
-    from slam.data.loaders import load_mgsm
 
-    return select(load_mgsm(root, langs=langs or None), langs, limit, NAME)
+def native_file(lang: str) -> str:
+    return f"mgsm_{lang}.tsv"
+
+
+def raw_native(root: str, langs: list[str]) -> list:
+    from slam.data.loaders import raw_mgsm
+
+    return raw_mgsm(root, langs)
+
+
+def load(source: str, langs: list[str] | None = None, limit: int | None = None, exclude=()) -> list:
+    """Records of MGSM from `source` (slam.tasks.sources: a dir or s3:// prefix of its files, a
+    test_mgsm.jsonl, or hf:org/name), minus the problem_ids in `exclude` (held out for probing)."""
+    from slam.tasks.sources import read_benchmark
+
+    held_out = set(exclude)
+    records = [r for r in read_benchmark(sys.modules[__name__], source, langs or None) if r.problem_id not in held_out]
+    return select(records, langs, limit, NAME)
 
 
 def extract_answer(text: str) -> float | None:

@@ -12,18 +12,38 @@ greedy, 300 new tokens, last number of the completion (see slam.tasks for the no
 
 from __future__ import annotations
 
+import sys
+
 from slam.tasks import extract_number, is_correct, select
 
 NAME = "msvamp"
 LANGS = ("en", "bn", "de", "es", "fr", "ja", "ru", "sw", "th", "zh")
 MAX_NEW_TOKENS = 300
 
+HF_COLUMNS = {"question": "m_query", "gold": "response"}
+"""Column names in the hub copy (`hf:...`: configs named by language code, split `test`)."""
 
-def load(root: str, langs: list[str] | None = None, limit: int | None = None) -> list:
-    """Records of the MSVAMP test set under `root` (a dir of test_<Language>.json, local or s3://)."""
-    from slam.data.loaders import load_msvamp
 
-    return select(load_msvamp(root, langs=langs or None), langs, limit, NAME)
+def native_file(lang: str) -> str:
+    from slam import langs as L
+
+    return f"test_{L.name(lang)}.json"
+
+
+def raw_native(root: str, langs: list[str]) -> list:
+    from slam.data.loaders import raw_msvamp
+
+    return raw_msvamp(root, langs)
+
+
+def load(source: str, langs: list[str] | None = None, limit: int | None = None, exclude=()) -> list:
+    """Records of MSVAMP from `source` (slam.tasks.sources: a dir or s3:// prefix of its files, a
+    test_msvamp.jsonl, or hf:org/name), minus the problem_ids in `exclude` (held out for probing)."""
+    from slam.tasks.sources import read_benchmark
+
+    held_out = set(exclude)
+    records = [r for r in read_benchmark(sys.modules[__name__], source, langs or None) if r.problem_id not in held_out]
+    return select(records, langs, limit, NAME)
 
 
 def extract_answer(text: str) -> float | None:

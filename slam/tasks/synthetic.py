@@ -19,12 +19,14 @@ MAX_NEW_TOKENS = 160
 SPLIT = "test.jsonl"
 
 
-def load(data_dir: str, langs: list[str] | None = None, limit: int | None = None) -> list:
+def load(data_dir: str, langs: list[str] | None = None, limit: int | None = None, exclude=()) -> list:
     """Records of `<data_dir>/test.jsonl` (a `slam data synth` output dir, local or s3://)."""
     from slam import storage
     from slam.data.loaders import read_records
 
-    return select(read_records(storage.join(data_dir, SPLIT)), langs, limit, NAME)
+    held_out = set(exclude)
+    records = [r for r in read_records(storage.join(data_dir, SPLIT)) if r.problem_id not in held_out]
+    return select(records, langs, limit, NAME)
 
 
 def extract_answer(text: str) -> float | None:
