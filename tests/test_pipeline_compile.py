@@ -146,9 +146,9 @@ def test_params_are_typed_and_problems_reported_together():
         {"synth_problems": 50, "k_grid": "2,4", "languages": "sw,th"}
     # one syntax: section.key=value is a config override for the Tune trials and the training run; a list
     # parameter given twice accumulates, a JSON list works too
-    got = parse_params(["train.lr=1e-4", "tune_overrides=tune.max_steps=4", 'train_overrides=["a.b=1"]',
+    got = parse_params(["train.lr=1e-4", "tune_overrides=tune.max_steps=4", 'train_overrides=["train.seed=1"]',
                         "gate_margin=2", "train.max_steps=3"])
-    assert got == {"train_overrides": ["train.lr=1e-4", "a.b=1", "train.max_steps=3"],
+    assert got == {"train_overrides": ["train.lr=1e-4", "train.seed=1", "train.max_steps=3"],
                    "tune_overrides": ["train.lr=1e-4", "tune.max_steps=4", "train.max_steps=3"], "gate_margin": 2.0}
     with pytest.raises(SlamError) as e:
         parse_params(["synth_problems=many", "nope=1", "junk", "gate_margin=x", 'train_overrides=["x"'])
