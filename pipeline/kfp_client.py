@@ -8,6 +8,9 @@
 KFP cron expressions have 6 fields with seconds first (robfig/cron): "0 0 3 * * 1" = Mondays 03:00:00.
 Authentication to a real KFP (Dex/OIDC, in-cluster SA tokens) is kfp.Client's: set KF_PIPELINES_* or run
 where `~/.config/kfp/context.json` exists; `--token` passes a bearer token.
+Every request has a (connect, read) timeout; reads are retried with backoff on connection errors and
+502/503/504, a create only when the request cannot have arrived (connection refused) - a second POST
+after a lost answer could start a second run. The last failure is one SlamError naming the host.
 """
 
 from __future__ import annotations
@@ -90,6 +93,23 @@ def validate_cron(expr: str) -> str:
     return " ".join(fields)
 
 
+TIMEOUT = (10, 60)  # seconds: connect, read
+RETRIES = dict(total=5, connect=5, read=3, status=3, backoff_factor=1.0, status_forcelist=(502, 503, 504),
+               allowed_methods=frozenset({"GET", "HEAD", "DELETE", "PUT", "OPTIONS"}), raise_on_status=False)
+
+
+def _harden(api_client: Any) -> None:
+    """Timeouts and bounded retries on kfp.Client's one urllib3 pool (kfp.Client exposes neither).
+    urllib3 retries a connection error for any method (the request never left) but a read error or a
+    5xx only for the idempotent `allowed_methods`: no POST is sent twice."""
+    import urllib3
+
+    pool = api_client.rest_client.pool_manager
+    pool.connection_pool_kw["timeout"] = urllib3.Timeout(connect=TIMEOUT[0], read=TIMEOUT[1])
+    pool.connection_pool_kw["retries"] = urllib3.Retry(**RETRIES)
+    pool.clear()  # pools made during kfp.Client() (healthz) would keep the old settings
+
+
 def _client(host: str, namespace: str = "", token: str = ""):
     import kfp
 
@@ -98,22 +118,47 @@ def _client(host: str, namespace: str = "", token: str = ""):
         kw["namespace"] = namespace
     if token:
         kw["existing_token"] = token
-    return kfp.Client(**kw)
+    client = _network(host, "connect", lambda: kfp.Client(**kw))
+    _harden(client._run_api.api_client)
+    return client
+
+
+def _network(host: str, what: str, fn):
+    """Run one KFP call; connection failures and 5xx after urllib3's retries become one line."""
+    import urllib3
+
+    try:
+        return fn()
+    except urllib3.exceptions.HTTPError as e:
+        raise SlamError(f"KFP at {host}: {what} failed: {str(e).splitlines()[0][:300]}") from None
+    except Exception as e:
+        if type(e).__name__ == "ApiException":  # kfp_server_api's: the server answered with an error
+            raise SlamError(f"KFP at {host}: {what} failed: {getattr(e, 'status', '')} {getattr(e, 'reason', '')} "
+                            f"{str(getattr(e, 'body', '') or '')[:300]}".strip()) from None
+        raise
 
 
 def _package(package: str | None, opts: Any, tmp: str) -> str:
     return package or compile_pipeline(Path(tmp) / "slam-pipeline.yaml", opts)
 
 
+def _service_account(opts: Any) -> str:
+    from pipeline.pipeline import CompileOptions
+
+    return (opts or CompileOptions()).service_account
+
+
 def submit(host: str, params: dict[str, Any], *, experiment: str = "slam", run_name: str = "",
            package: str | None = None, opts: Any = None, namespace: str = "", token: str = "",
            enable_caching: bool | None = None) -> dict[str, str]:
-    """Upload-free run: kfp.Client.create_run_from_pipeline_package (the package travels in the request)."""
+    """Upload-free run: kfp.Client.create_run_from_pipeline_package (the package travels in the request);
+    the run's pods use opts.service_account (default slam-pipeline, the one k8s/base/rbac.yaml binds)."""
     client = _client(host, namespace, token)
     with tempfile.TemporaryDirectory(prefix="slam-kfp-") as tmp:
-        result = client.create_run_from_pipeline_package(
-            _package(package, opts, tmp), arguments=params, run_name=run_name or _run_name(params),
-            experiment_name=experiment, enable_caching=enable_caching)
+        pkg = _package(package, opts, tmp)
+        result = _network(host, "create run", lambda: client.create_run_from_pipeline_package(
+            pkg, arguments=params, run_name=run_name or _run_name(params), experiment_name=experiment,
+            enable_caching=enable_caching, service_account=_service_account(opts) or None))
     return {"run_id": result.run_id, "url": f"{host.rstrip('/')}/#/runs/details/{result.run_id}"}
 
 
@@ -123,14 +168,15 @@ def schedule(host: str, cron: str, params: dict[str, Any], *, name: str = "", ex
     """A recurring run (e.g. weekly retraining for new language data); no backfill unless `catchup`."""
     cron = validate_cron(cron)
     client = _client(host, namespace, token)
-    exp = client.create_experiment(experiment, namespace=namespace or None)
+    exp = _network(host, "create experiment", lambda: client.create_experiment(experiment, namespace=namespace or None))
     name = name or f"slam-{params.get('languages', 'default').replace(',', '-')}"
     with tempfile.TemporaryDirectory(prefix="slam-kfp-") as tmp:
-        rr = client.create_recurring_run(
+        pkg = _package(package, opts, tmp)
+        rr = _network(host, "create recurring run", lambda: client.create_recurring_run(
             experiment_id=exp.experiment_id, job_name=name, cron_expression=cron, params=params,
-            pipeline_package_path=_package(package, opts, tmp), max_concurrency=max_concurrency,
-            no_catchup=not catchup, enabled=True,
-            description=f"SLAM retraining on {params.get('languages', '(pipeline default languages)')}")
+            pipeline_package_path=pkg, max_concurrency=max_concurrency, no_catchup=not catchup, enabled=True,
+            service_account=_service_account(opts) or None,
+            description=f"SLAM retraining on {params.get('languages', '(pipeline default languages)')}"))
     return {"recurring_run_id": rr.recurring_run_id, "name": name, "cron": cron}
 
 
@@ -138,9 +184,9 @@ def list_schedules(host: str, *, experiment: str = "", namespace: str = "", toke
     client = _client(host, namespace, token)
     kw: dict[str, Any] = {"page_size": 100}
     if experiment:
-        kw["experiment_id"] = client.get_experiment(experiment_name=experiment, namespace=namespace or None
-                                                    ).experiment_id
-    resp = client.list_recurring_runs(**kw)
+        kw["experiment_id"] = _network(host, "get experiment", lambda: client.get_experiment(
+            experiment_name=experiment, namespace=namespace or None)).experiment_id
+    resp = _network(host, "list recurring runs", lambda: client.list_recurring_runs(**kw))
     out = []
     for rr in resp.recurring_runs or []:
         cron = getattr(getattr(getattr(rr, "trigger", None), "cron_schedule", None), "cron", "") or ""
@@ -153,7 +199,7 @@ def set_schedule(host: str, recurring_run_id: str, action: str, *, namespace: st
     client = _client(host, namespace, token)
     fn = {"disable": client.disable_recurring_run, "enable": client.enable_recurring_run,
           "delete": client.delete_recurring_run}[action]
-    fn(recurring_run_id)
+    _network(host, f"{action} recurring run", lambda: fn(recurring_run_id))
 
 
 def _run_name(params: dict[str, Any]) -> str:

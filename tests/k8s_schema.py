@@ -85,7 +85,14 @@ class WorkerGroupSpec(_Strict):
         return self
 
 
+class AuthOptions(_Strict):
+    mode: Literal["disabled", "token"] | None = None
+    enableK8sTokenAuth: bool | None = None
+    secretName: str | None = None
+
+
 class RayClusterSpec(_Strict):
+    authOptions: AuthOptions | None = None
     headGroupSpec: HeadGroupSpec
     workerGroupSpecs: list[WorkerGroupSpec] = Field(default_factory=list)
     rayVersion: str | None = None
