@@ -99,15 +99,20 @@ RETRIES = dict(total=5, connect=5, read=3, status=3, backoff_factor=1.0, status_
 
 
 def _harden(api_client: Any) -> None:
-    """Timeouts and bounded retries on kfp.Client's one urllib3 pool (kfp.Client exposes neither).
+    """Timeouts and bounded retries on kfp.Client's one REST client (kfp.Client exposes neither).
     urllib3 retries a connection error for any method (the request never left) but a read error or a
     5xx only for the idempotent `allowed_methods`: no POST is sent twice."""
     import urllib3
 
-    pool = api_client.rest_client.pool_manager
-    pool.connection_pool_kw["timeout"] = urllib3.Timeout(connect=TIMEOUT[0], read=TIMEOUT[1])
-    pool.connection_pool_kw["retries"] = urllib3.Retry(**RETRIES)
-    pool.clear()  # pools made during kfp.Client() (healthz) would keep the old settings
+    rest = api_client.rest_client
+    rest.pool_manager.connection_pool_kw["retries"] = urllib3.Retry(**RETRIES)
+    rest.pool_manager.clear()  # pools made during kfp.Client() (healthz) would keep the old settings
+    request = rest.request  # every verb goes through it, passing _request_timeout=None (= wait forever)
+
+    def with_timeout(*args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        return request(*args, _request_timeout=_request_timeout or TIMEOUT, **kwargs)
+
+    rest.request = with_timeout
 
 
 def _client(host: str, namespace: str = "", token: str = ""):

@@ -110,7 +110,7 @@ def test_rbac_is_namespace_scoped_and_least_privilege(rendered):
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule.get("apiGroups", [])
             if "rayjobs" in rule["resources"]:
-                assert set(rule["verbs"]) <= {"create", "get", "list", "watch", "delete"}
+                assert set(rule["verbs"]) <= {"create", "get", "list", "watch", "patch", "delete"}
             else:
                 assert set(rule["verbs"]) <= {"get", "list"}, rule
                 assert set(rule["resources"]) <= {"pods", "pods/log"}, rule

@@ -164,8 +164,8 @@ def test_rbac_follows_the_projects_role(kube_api):
         assert msg == (f'rayjobs.ray.io is forbidden: User "system:serviceaccount:slam:{sa}" cannot create resource '
                        f'"rayjobs" in API group "ray.io" in the namespace "slam"')
     # verbs/subresources the Role lacks
-    assert "cannot patch resource" in forbidden(pipeline.patch_namespaced_custom_object, G, V, NS, PL, "rbac-1",
-                                                {"spec": {"suspend": True}})
+    assert "cannot patch resource" in forbidden(kube_api.custom_objects("slam-ray").patch_namespaced_custom_object,
+                                                G, V, NS, PL, "rbac-1", {"spec": {"suspend": True}})
     assert 'cannot get resource "rayjobs/status"' in forbidden(pipeline.get_namespaced_custom_object_status,
                                                                G, V, NS, PL, "rbac-1")
     assert "cannot watch resource \"pods\"" in forbidden(core.list_namespaced_pod, NS, watch=True, timeout_seconds=1,

@@ -267,6 +267,7 @@ class RayJobRunner:
         t0 = self.clock()
         last: tuple[str, str] | None = None
         started = False
+        pause = min(1.0, self.poll_s)  # quick while things change, then every poll_s
         while True:
             obj = self.get(name)
             if obj is None:
@@ -277,6 +278,7 @@ class RayJobRunner:
                 url = f" dashboard={st['dashboardURL']}" if st.get("dashboardURL") else ""
                 self.echo(f"RayJob {name}: {dep}/{job or '-'}{url}")
                 last = (dep, job)
+                pause = min(1.0, self.poll_s)
             self.stream_logs(name, st)
             started = started or dep in ("Running", "Complete") or job in JOB_TERMINAL | {"RUNNING"}
             if job == "SUCCEEDED" and dep in ("Running", "Complete"):
@@ -295,7 +297,8 @@ class RayJobRunner:
                 self.delete(name)
                 raise RayJobTimeout(f"RayJob {name} not finished after {timeout_s:.0f}s ({dep}/{job or '-'}); deleted "
                                     "it, which stopped its Ray job (a re-run resumes from the last checkpoint)")
-            self.sleep(self.poll_s)
+            self.sleep(pause)
+            pause = min(self.poll_s, pause * 1.5)
 
     def _failure(self, name: str, st: dict[str, Any]) -> str:
         parts = [f"RayJob {name} failed: {st.get('jobDeploymentStatus') or 'New'}/{st.get('jobStatus') or '-'}"]

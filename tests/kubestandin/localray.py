@@ -4,6 +4,8 @@ each node with its own temp dir and resources, token authentication ON (Ray 2.60
     with LocalRayCluster(workers=2) as ray_cluster:          # or .start() / .stop()
         client = ray_cluster.job_client()                    # JobSubmissionClient with the bearer token
         ray_cluster.env()                                    # env for a process that must reach it
+    LocalRayCluster(workers=2, head_cpus=0, python=img.python, base_env=img.env(home), wrap=sandbox_cmd)
+        # the cluster path: nodes run "the image" (its python, its env only), inside the pods' sandbox
 
 Token auth: a fresh 256-bit token (what `ray get-auth-token --generate` makes) is written to
 `<base>/auth_token` (0600) and every node starts with `RAY_AUTH_MODE=token` and
@@ -61,8 +63,12 @@ class LocalRayCluster:
     def __init__(self, *, workers: int = 0, head_cpus: float = 2, worker_cpus: float = 1,
                  head_resources: dict[str, float] | None = None, worker_resources: list[dict[str, float]] | None = None,
                  object_store_mb: int = 100, env: dict[str, str] | None = None, base_dir: str | None = None,
-                 keep_dir: bool = False):
+                 keep_dir: bool = False, python: str | os.PathLike | None = None,
+                 base_env: dict[str, str] | None = None, wrap: list[str] | None = None):
         self.workers = workers
+        self.python = str(python or sys.executable)
+        self.base_env = dict(base_env) if base_env is not None else None  # None: this process's environment
+        self.wrap = list(wrap or [])  # a command prefix for every node (e.g. the pods' filesystem sandbox)
         self.head_cpus, self.worker_cpus = head_cpus, worker_cpus
         self.head_resources = {"standin_head": 1, **(head_resources or {})}
         self.worker_resources = worker_resources or [{"standin_worker": 1, f"standin_worker_{i}": 1} for i in range(workers)]
@@ -108,12 +114,15 @@ class LocalRayCluster:
 
     # -- lifecycle
     def _node_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
+        source = os.environ if self.base_env is None else self.base_env
+        env = {k: v for k, v in source.items()
                if not k.startswith(("RAY_AUTH", "RAY_ADDRESS")) and k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
-        bindir = str(Path(sys.executable).parent)
+        bindir = str(Path(self.python).parent)
         env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_path),
                     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
                     "PATH": bindir + os.pathsep + env.get("PATH", "")})
+        # a raylet gives its dashboard agent 10 s to come up by default: too little on a busy 2-core box
+        env.setdefault("RAY_agent_register_timeout_ms", "90000")
         env.update(self.extra_env)
         return env
 
@@ -123,7 +132,7 @@ class LocalRayCluster:
                 f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
                 f"--object-store-memory={self.object_store_mb * 1024 * 1024}", "--disable-usage-stats"]
 
-    def start(self, timeout: float = 180.0, attempts: int = 2) -> LocalRayCluster:
+    def start(self, timeout: float = 180.0, attempts: int = 3) -> LocalRayCluster:
         """Start the nodes; on a failure (a port taken between picking and binding, a node that timed out
         registering on a busy box) everything started is killed and it tries again with new ports."""
         self.base.mkdir(parents=True, exist_ok=True)
@@ -146,20 +155,22 @@ class LocalRayCluster:
 
     def _start_once(self, deadline: float) -> None:
         env = self._node_env()
-        head = [sys.executable, "-c", _NODE_WRAPPER, "start", "--head", "--block",
+        head = [*self.wrap, self.python, "-c", _NODE_WRAPPER, "start", "--head", "--block",
                 "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}", "--dashboard-host=127.0.0.1",
                 f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}",
                 f"--num-cpus={self.head_cpus}", f"--resources={json.dumps(self.head_resources)}",
                 "--include-dashboard=true", f"--temp-dir={self.base / 'head'}", *self._ports()]
         self._spawn(head, env, "head")
         self._wait_dashboard(deadline)
-        for i in range(self.workers):
+        # the dashboard answers before the head's raylet registers; on a busy box `ray start` gives up on
+        # that after 30 s and the head exits: only an ALIVE head node counts as started
+        self._wait_nodes(1, deadline)
+        for i in range(self.workers):  # one at a time: two nodes booting at once starve each other on 2 cores
             self._spawn(self._worker_cmd(i), env, f"worker{i}")
-        if self.workers:
-            self._wait_nodes(1 + self.workers, deadline)
+            self._wait_nodes(2 + i, deadline)
 
     def _worker_cmd(self, i: int) -> list[str]:
-        return [sys.executable, "-c", _NODE_WRAPPER, "start", "--block", f"--address={self.gcs_address}",
+        return [*self.wrap, self.python, "-c", _NODE_WRAPPER, "start", "--block", f"--address={self.gcs_address}",
                 f"--num-cpus={self.worker_cpus}", f"--resources={json.dumps(self.worker_resources[i])}",
                 f"--temp-dir={self.base / f'worker{i}'}", *self._ports()]
 
@@ -202,6 +213,8 @@ class LocalRayCluster:
     def _wait_nodes(self, n: int, deadline: float) -> None:
         restarts = 0
         while time.monotonic() < deadline:
+            if self.procs[0].poll() is not None:
+                raise RuntimeError(f"ray head exited ({self.procs[0].returncode}): {self.log_tail('head')}")
             for i, p in enumerate(self.procs[1:], start=1):
                 if p.poll() is not None:
                     # on a busy box `ray start` can time out registering with the GCS: one more try each
