@@ -65,8 +65,10 @@ def s3_client():
 
         endpoint = (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
                     or os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None)
+        # bounded: 5 attempts with botocore's exponential backoff; 10 s to connect, 60 s per read
         _client = boto3.client("s3", endpoint_url=endpoint,
-                               config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+                               config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10,
+                                             read_timeout=60))
     return _client
 
 

@@ -37,7 +37,7 @@ class MlflowServer:
         self.bucket = bucket
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 180.0) -> None:  # a busy 2-core box needs more than 60 s
         mlflow_bin = Path(sys.executable).with_name("mlflow")
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
                "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint, "AWS_ENDPOINT_URL": self.s3_endpoint}

@@ -277,3 +277,56 @@ def test_urls_and_names_that_reach_pods_are_checked():
             validate.image(img)
     assert validate.problems(ns=("namespace", "Bad NS"), uid=("uid", "nope")) != []
     assert Path(validate.__file__).name == "validate.py"
+
+
+@pytest.mark.parametrize("kw", [
+    {},
+    {"shape": "gpu"},
+    {"settings": "kueue"},
+    {"owner": True},
+    {"extra_env": {"NCCL_DEBUG": "INFO"}},
+])
+def test_every_rayjob_the_launcher_builds_passes_strict_admission(kube_api, kw):
+    """Against KubeRay's published v1 CRD with unknown fields rejected (fieldValidation=Strict, dry run)."""
+    from slam.launch.rayjob import ClusterShape, RayJobSettings
+
+    args: dict = {"namespace": NS, "run_id": "k1", "step": "train", "outputs": {"delta": "s3://bkt/runs/d"}}
+    if kw.get("shape"):
+        args["shape"] = ClusterShape(num_workers=4, gpus_per_worker=8, cpus_per_worker="32", memory_per_worker="400Gi",
+                                     node_selector={"nvidia.com/gpu.product": "H100"},
+                                     tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
+    if kw.get("settings"):
+        args["settings"] = RayJobSettings(queue="gpu-queue", s3_secret="", image="registry.example.com/slam:1.0")
+    if kw.get("owner"):
+        pod = kube_api.add_pod("kfp-step")
+        args["owner"] = PodOwner("kfp-step", pod["metadata"]["uid"])
+    if kw.get("extra_env"):
+        args["extra_env"] = kw["extra_env"]
+    built = build_rayjob(rayjob_name("k1", "train"), "s3://bkt/runs/train/k1/step.json", **args)
+    res = kube_api.schema.admit(built)
+    assert (res.errors, res.unknown) == ([], [])
+    created = kube_for(kube_api).custom.create_namespaced_custom_object("ray.io", "v1", NS, "rayjobs", built,
+                                                                         field_validation="Strict", dry_run="All")
+    assert created["spec"]["entrypoint"] == ENTRYPOINT
+
+
+def test_s3_calls_are_bounded_when_the_endpoint_is_gone(monkeypatch):
+    """S3 client: 10 s connect / 60 s read timeouts, 5 retries with backoff, then one line."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    storage.reset_client()
+    try:
+        cfg = storage.s3_client().meta.config
+        assert (cfg.connect_timeout, cfg.read_timeout, cfg.retries["total_max_attempts"]) == (10, 60, 6)
+        t0 = time.monotonic()
+        with pytest.raises(SlamError) as e:
+            storage.read_bytes("s3://bkt/x.json")
+        assert "\n" not in str(e.value) and time.monotonic() - t0 < 60
+    finally:
+        storage.reset_client()

@@ -19,7 +19,7 @@ Loopback only: `ray start --node-ip-address=127.0.0.1` alone is not enough - Ray
 into the host's outward address (`services.resolve_ip_for_localhost`). The nodes therefore run
 with `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, which makes Ray's own address lookup answer 127.0.0.1
 for the node and every process it starts (drivers of Ray jobs included); worker nodes are started
-through a 6-line wrapper around Ray's CLI that lets them join a multi-node cluster anyway (Ray only
+through a small wrapper around Ray's CLI that lets them join a multi-node cluster anyway (Ray only
 refuses that for Windows/macOS). Every listening socket is on 127.0.0.1 (checked in the tests).
 The dashboard binds 127.0.0.1 (`--dashboard-host`).
 
@@ -46,13 +46,25 @@ from typing import Any
 
 from .apiserver import free_port
 
-# Worker nodes: pin Ray's address lookup to loopback and allow multi-node with the env var set.
+# Every node: pin Ray's address lookup to loopback, allow multi-node with the env var set, and let a node
+# whose raylet waits for a slow dashboard agent (a busy 2-core box) register instead of dying after 30 s.
 _NODE_WRAPPER = """
-import sys
+import sys, time
 import ray._private.ray_constants as rc
 import ray._private.services as sv
 rc.ENABLE_RAY_CLUSTER = True
 sv.node_ip_address_from_perspective = lambda address=None: "127.0.0.1"
+_get_node = sv.get_node
+def _patient_get_node(*a, **kw):  # `ray start` gives its raylet 30 s (hard-coded) to register: 4 min here
+    deadline = time.monotonic() + 240
+    while True:
+        try:
+            return _get_node(*a, **kw)
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+sv.get_node = _patient_get_node
 from ray.scripts.scripts import main
 sys.argv[0] = "ray"
 main()
@@ -64,11 +76,16 @@ class LocalRayCluster:
                  head_resources: dict[str, float] | None = None, worker_resources: list[dict[str, float]] | None = None,
                  object_store_mb: int = 100, env: dict[str, str] | None = None, base_dir: str | None = None,
                  keep_dir: bool = False, python: str | os.PathLike | None = None,
-                 base_env: dict[str, str] | None = None, wrap: list[str] | None = None):
+                 base_env: dict[str, str] | None = None, wrap: list[str] | None = None,
+                 boot_nice: int | None = None):
         self.workers = workers
         self.python = str(python or sys.executable)
         self.base_env = dict(base_env) if base_env is not None else None  # None: this process's environment
         self.wrap = list(wrap or [])  # a command prefix for every node (e.g. the pods' filesystem sandbox)
+        # Ray 2.60's raylet gives its dashboard agent a hard-coded 15 s to start; on a box loaded 10x over
+        # that import alone takes longer. boot_nice (e.g. -5, root only) raises the nodes' priority while
+        # they boot; start() sets every node process back to nice 0 once the cluster is up.
+        self.boot_nice = boot_nice
         self.head_cpus, self.worker_cpus = head_cpus, worker_cpus
         self.head_resources = {"standin_head": 1, **(head_resources or {})}
         self.worker_resources = worker_resources or [{"standin_worker": 1, f"standin_worker_{i}": 1} for i in range(workers)]
@@ -142,6 +159,7 @@ class LocalRayCluster:
         for attempt in range(attempts):
             try:
                 self._start_once(deadline)
+                self._renice(0)
                 return self
             except Exception as e:
                 self._kill()
@@ -174,7 +192,24 @@ class LocalRayCluster:
                 f"--num-cpus={self.worker_cpus}", f"--resources={json.dumps(self.worker_resources[i])}",
                 f"--temp-dir={self.base / f'worker{i}'}", *self._ports()]
 
+    def _renice(self, value: int) -> None:
+        import psutil
+
+        if self.boot_nice is None:
+            return
+        self._collect_tree()
+        for pid in self.alive_pids():
+            try:
+                psutil.Process(pid).nice(value)
+            except psutil.Error:
+                pass
+
     def _spawn(self, cmd: list[str], env: dict[str, str], name: str) -> None:
+        if self.boot_nice is not None and shutil.which("nice"):
+            cmd = [shutil.which("nice") or "nice", "-n", str(self.boot_nice), *cmd]
+        if self.base_env is not None and env.get("HOME"):  # "pods": each node its own HOME (model cache, …)
+            env = {**env, "HOME": str(Path(env["HOME"]) / name)}
+            Path(env["HOME"]).mkdir(parents=True, exist_ok=True)
         log = open(self.base / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
         p = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                              start_new_session=True, cwd=str(self.base))
