@@ -62,7 +62,7 @@ def sandbox(tmp_path_factory):
 def cluster_ray(image, sandbox, tmp_path_factory):
     home = tmp_path_factory.mktemp("ray-home")
     ray = LocalRayCluster(workers=2, head_cpus=0, worker_cpus=1, python=image.python, base_env=image.env(home),
-                          wrap=sandbox.wrap, boot_nice=-5 if os.geteuid() == 0 else None)
+                          wrap=sandbox.wrap, boot_nice=-15 if os.geteuid() == 0 else None)
     ray.start(timeout=600)  # ~1 min a node on a busy 2-core box
     try:
         yield ray
@@ -239,11 +239,10 @@ def test_the_whole_dag_runs_as_pods_with_the_kuberay_launcher(cluster, cluster_r
     # the train RayJob ran twice under one name; the second Ray job resumed from a checkpoint
     attempts = cluster.history(jobs["train"]["metadata"]["name"])
     assert len(attempts) == 2 and attempts[0].stopped_by == "" and attempts[0].status == "STOPPED"
-    wait_for(lambda: all(a.deleted_from_ray for a in cluster.history(jobs["train"]["metadata"]["name"])), 60,
-             "the finished clusters' teardown (TTL 2 s)")
-    resumed = cluster.history(jobs["train"]["metadata"]["name"])[1].logs
-    assert "resumed from step" in resumed, resumed[-3000:]
-    assert first_ckpt
+    final = sorted(checkpoints(f"{bucket}/runs"))[-1]
+    state = json.loads(storage.read_text(f"s3://{storage.split_s3(bucket)[0]}/{final}"))
+    assert state["attempts"] == 2 and final != first_ckpt[0]  # the second Ray job resumed the first's checkpoint
+    assert [h["step"] for h in state["history"]] == list(range(1, 17))  # every step exactly once
 
     # 2 training workers on 2 Ray nodes (the head has no CPUs)
     nodes = train_worker_nodes(cluster_ray)

@@ -83,7 +83,7 @@ class LocalRayCluster:
         self.base_env = dict(base_env) if base_env is not None else None  # None: this process's environment
         self.wrap = list(wrap or [])  # a command prefix for every node (e.g. the pods' filesystem sandbox)
         # Ray 2.60's raylet gives its dashboard agent a hard-coded 15 s to start; on a box loaded 10x over
-        # that import alone takes longer. boot_nice (e.g. -5, root only) raises the nodes' priority while
+        # that import alone takes longer. boot_nice (e.g. -15, root only) raises the nodes' priority while
         # they boot; start() sets every node process back to nice 0 once the cluster is up.
         self.boot_nice = boot_nice
         self.head_cpus, self.worker_cpus = head_cpus, worker_cpus
@@ -183,9 +183,11 @@ class LocalRayCluster:
         # the dashboard answers before the head's raylet registers; on a busy box `ray start` gives up on
         # that after 30 s and the head exits: only an ALIVE head node counts as started
         self._wait_nodes(1, deadline)
+        self._renice(0)  # a booted node stops competing with the next one's boot
         for i in range(self.workers):  # one at a time: two nodes booting at once starve each other on 2 cores
             self._spawn(self._worker_cmd(i), env, f"worker{i}")
             self._wait_nodes(2 + i, deadline)
+            self._renice(0)
 
     def _worker_cmd(self, i: int) -> list[str]:
         return [*self.wrap, self.python, "-c", _NODE_WRAPPER, "start", "--block", f"--address={self.gcs_address}",
