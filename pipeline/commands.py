@@ -39,7 +39,9 @@ def _opts(args: argparse.Namespace):
              kv.name_problem(secret, "--s3-secret") if secret else None)
     return CompileOptions(gpu=getattr(args, "gpu", False), gpu_type=getattr(args, "gpu_type", "nvidia.com/gpu"),
                           node_selector=selector, tolerations=list(getattr(args, "toleration", None) or []),
-                          s3_secret=getattr(args, "s3_secret", "slam-s3"))
+                          s3_secret=getattr(args, "s3_secret", "slam-s3"),
+                          service_account=getattr(args, "service_account", "slam-pipeline"),
+                          rayjob_ttl_s=getattr(args, "rayjob_ttl", 120))
 
 
 def _add_compile_opts(p: argparse.ArgumentParser) -> None:
@@ -48,6 +50,9 @@ def _add_compile_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node-selector", action="append", metavar="LABEL=VALUE", help="heavy steps' node labels")
     p.add_argument("--toleration", action="append", metavar="TAINT_KEY", help="taint key the heavy steps tolerate")
     p.add_argument("--s3-secret", default="slam-s3", help="Secret with AWS_* keys for every step ('' = none)")
+    p.add_argument("--service-account", default="slam-pipeline",
+                   help="service account of the run's pods (submit/schedule; k8s/base/rbac.yaml binds it)")
+    p.add_argument("--rayjob-ttl", type=int, default=120, help="seconds a finished RayJob's cluster stays")
 
 
 def _add_params(p: argparse.ArgumentParser) -> None:

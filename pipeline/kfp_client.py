@@ -9,7 +9,9 @@ KFP cron expressions have 6 fields with seconds first (robfig/cron): "0 0 3 * * 
 Authentication to a real KFP (Dex/OIDC, in-cluster SA tokens) is kfp.Client's: set KF_PIPELINES_* or run
 where `~/.config/kfp/context.json` exists; a bearer token comes from $SLAM_KFP_TOKEN (never a command-line
 argument: those show in `ps` and shell history). Every parameter is checked here, before the host is
-contacted; a host that cannot be reached is one error line.
+contacted. Every request has a (connect, read) timeout; reads are retried with backoff on connection
+errors and 502/503/504, a create only when the request cannot have arrived (connection refused) - a
+second POST after a lost answer could start a second run. The last failure is one line naming the host.
 """
 
 from __future__ import annotations
@@ -237,8 +239,9 @@ def check_schedule(cron: str, max_concurrency: int) -> None:
 
 
 @contextlib.contextmanager
-def kfp_errors(host: str) -> Iterator[None]:
-    """The KFP host's failures as one line (unreachable, refused, unauthorized), never a urllib3 traceback."""
+def kfp_errors(host: str, what: str = "request") -> Iterator[None]:
+    """The KFP host's failures as one line (unreachable, refused, timed out, unauthorized), never a urllib3
+    traceback; credentials redacted."""
     from slam.redact import redact
 
     try:
@@ -248,19 +251,39 @@ def kfp_errors(host: str) -> Iterator[None]:
     except Exception as e:
         import urllib3
 
-        try:
-            from kfp_server_api.exceptions import ApiException
-        except ImportError:  # pragma: no cover - kfp always ships it
-            ApiException = ()  # type: ignore[assignment]  # noqa: N806
-        if isinstance(e, ApiException):
-            raise SlamError(redact(f"KFP at {host} answered {e.status} {e.reason}"
-                                   + (": check the token ($SLAM_KFP_TOKEN) and --namespace" if e.status in (401, 403)
-                                      else ""))) from None
+        if type(e).__name__ == "ApiException":  # kfp_server_api's: the server answered with an error
+            status = getattr(e, "status", "")
+            body = str(getattr(e, "body", "") or "").splitlines()
+            hint = ": check the token ($SLAM_KFP_TOKEN) and --namespace" if status in (401, 403) else ""
+            raise SlamError(redact(f"KFP at {host}: {what} failed: {status} {getattr(e, 'reason', '')} "
+                                   f"{body[0][:300] if body else ''}".strip() + hint)) from None
         if isinstance(e, (urllib3.exceptions.HTTPError, OSError, ConnectionError)):
             reason = getattr(e, "reason", None) or e
-            raise SlamError(redact(f"cannot reach KFP at {host}: {type(reason).__name__}: "
-                                   f"{str(reason).splitlines()[0][-160:]}")) from None
+            raise SlamError(redact(f"cannot reach KFP at {host}: {what} failed: {type(reason).__name__}: "
+                                   f"{(str(reason).splitlines() or [''])[0][-200:]}")) from None
         raise
+
+
+TIMEOUT = (10, 60)  # seconds: connect, read
+RETRIES = dict(total=5, connect=5, read=3, status=3, backoff_factor=1.0, status_forcelist=(502, 503, 504),
+               allowed_methods=frozenset({"GET", "HEAD", "DELETE", "PUT", "OPTIONS"}), raise_on_status=False)
+
+
+def _harden(api_client: Any) -> None:
+    """Timeouts and bounded retries on kfp.Client's one REST client (kfp.Client exposes neither).
+    urllib3 retries a connection error for any method (the request never left) but a read error or a
+    5xx only for the idempotent `allowed_methods`: no POST is sent twice."""
+    import urllib3
+
+    rest = api_client.rest_client
+    rest.pool_manager.connection_pool_kw["retries"] = urllib3.Retry(**RETRIES)
+    rest.pool_manager.clear()  # pools made during kfp.Client() (healthz) would keep the old settings
+    request = rest.request  # every verb goes through it, passing _request_timeout=None (= wait forever)
+
+    def with_timeout(*args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        return request(*args, _request_timeout=_request_timeout or TIMEOUT, **kwargs)
+
+    rest.request = with_timeout
 
 
 def _client(host: str, namespace: str = "", token: str = ""):
@@ -277,26 +300,42 @@ def _client(host: str, namespace: str = "", token: str = ""):
     level = retries_log.level
     retries_log.setLevel(logging.ERROR)
     try:
-        with kfp_errors(host), warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            return kfp.Client(**kw)
+            client = _network(host, "connect", lambda: kfp.Client(**kw))
     finally:
         retries_log.setLevel(level)
+    _harden(client._run_api.api_client)
+    return client
+
+
+def _network(host: str, what: str, fn):
+    """Run one KFP call; connection failures and 5xx after urllib3's retries become one line."""
+    with kfp_errors(host, what):
+        return fn()
 
 
 def _package(package: str | None, opts: Any, tmp: str) -> str:
     return package or compile_pipeline(Path(tmp) / "slam-pipeline.yaml", opts)
 
 
+def _service_account(opts: Any) -> str:
+    from pipeline.pipeline import CompileOptions
+
+    return (opts or CompileOptions()).service_account
+
+
 def submit(host: str, params: dict[str, Any], *, experiment: str = "slam", run_name: str = "",
            package: str | None = None, opts: Any = None, namespace: str = "", token: str = "",
            enable_caching: bool | None = None) -> dict[str, str]:
-    """Upload-free run: kfp.Client.create_run_from_pipeline_package (the package travels in the request)."""
+    """Upload-free run: kfp.Client.create_run_from_pipeline_package (the package travels in the request);
+    the run's pods use opts.service_account (default slam-pipeline, the one k8s/base/rbac.yaml binds)."""
     client = _client(host, namespace, token)
-    with tempfile.TemporaryDirectory(prefix="slam-kfp-") as tmp, kfp_errors(host):
-        result = client.create_run_from_pipeline_package(
-            _package(package, opts, tmp), arguments=params, run_name=run_name or _run_name(params),
-            experiment_name=experiment, enable_caching=enable_caching)
+    with tempfile.TemporaryDirectory(prefix="slam-kfp-") as tmp:
+        pkg = _package(package, opts, tmp)
+        result = _network(host, "create run", lambda: client.create_run_from_pipeline_package(
+            pkg, arguments=params, run_name=run_name or _run_name(params), experiment_name=experiment,
+            enable_caching=enable_caching, service_account=_service_account(opts) or None))
     return {"run_id": result.run_id, "url": f"{host.rstrip('/')}/#/runs/details/{result.run_id}"}
 
 
@@ -310,29 +349,28 @@ def schedule(host: str, cron: str, params: dict[str, Any], *, name: str = "", ex
         raise SlamError("a schedule that watches languages_uri needs mlflow_uri: the champion's languages, which "
                         "decide whether anything is new, live in the model registry")
     client = _client(host, namespace, token)
-    with kfp_errors(host):
-        exp = client.create_experiment(experiment, namespace=namespace or None)
+    exp = _network(host, "create experiment", lambda: client.create_experiment(experiment, namespace=namespace or None))
     name = name or (f"slam-watch-{_slug(params['languages_uri'])}" if params.get("languages_uri") else
                     f"slam-{params.get('languages', 'default').replace(',', '-')}")
-    with tempfile.TemporaryDirectory(prefix="slam-kfp-") as tmp, kfp_errors(host):
-        rr = client.create_recurring_run(
+    with tempfile.TemporaryDirectory(prefix="slam-kfp-") as tmp:
+        pkg = _package(package, opts, tmp)
+        rr = _network(host, "create recurring run", lambda: client.create_recurring_run(
             experiment_id=exp.experiment_id, job_name=name, cron_expression=cron, params=params,
-            pipeline_package_path=_package(package, opts, tmp), max_concurrency=max_concurrency,
-            no_catchup=not catchup, enabled=True,
+            pipeline_package_path=pkg, max_concurrency=max_concurrency, no_catchup=not catchup, enabled=True,
+            service_account=_service_account(opts) or None,
             description=(f"SLAM retraining when {params['languages_uri']} gets a language the champion lacks"
                          if params.get("languages_uri") else
-                         f"SLAM retraining on {params.get('languages', '(pipeline default languages)')}"))
+                         f"SLAM retraining on {params.get('languages', '(pipeline default languages)')}")))
     return {"recurring_run_id": rr.recurring_run_id, "name": name, "cron": cron}
 
 
 def list_schedules(host: str, *, experiment: str = "", namespace: str = "", token: str = "") -> list[dict]:
     client = _client(host, namespace, token)
     kw: dict[str, Any] = {"page_size": 100}
-    with kfp_errors(host):
-        if experiment:
-            kw["experiment_id"] = client.get_experiment(experiment_name=experiment, namespace=namespace or None
-                                                        ).experiment_id
-        resp = client.list_recurring_runs(**kw)
+    if experiment:
+        kw["experiment_id"] = _network(host, "get experiment", lambda: client.get_experiment(
+            experiment_name=experiment, namespace=namespace or None)).experiment_id
+    resp = _network(host, "list recurring runs", lambda: client.list_recurring_runs(**kw))
     out = []
     for rr in resp.recurring_runs or []:
         cron = getattr(getattr(getattr(rr, "trigger", None), "cron_schedule", None), "cron", "") or ""
@@ -345,8 +383,7 @@ def set_schedule(host: str, recurring_run_id: str, action: str, *, namespace: st
     client = _client(host, namespace, token)
     fn = {"disable": client.disable_recurring_run, "enable": client.enable_recurring_run,
           "delete": client.delete_recurring_run}[action]
-    with kfp_errors(host):
-        fn(recurring_run_id)
+    _network(host, f"{action} recurring run", lambda: fn(recurring_run_id))
 
 
 def _slug(uri: str) -> str:

@@ -7,8 +7,11 @@ Wiring and resources only: every step's logic is one call into `slam.steps` (see
 step decides the languages; when `languages_uri` (one folder per language) holds nothing the champion
 was not trained on, it returns "" and the rest is skipped: a schedule can watch that location cheaply.
 Every step gets the KFP run id and name, so its MLflow run nests under one run per pipeline run.
-Compile-time options (GPU, node placement, secrets) are `CompileOptions`; run-time knobs are pipeline
-parameters. Resource/retry/secret settings are ignored by kfp.local (the demo) and honoured on a cluster.
+Compile-time options (GPU, node placement, secrets, service account) are `CompileOptions`; run-time
+knobs are pipeline parameters. Resource/retry/secret settings are ignored by kfp.local (the demo) and
+honoured on a cluster (and by the steps-as-pods stand-in, tests/kubestandin/kfp.py).
+The image is one setting, `SLAM_IMAGE` at compile time (components/image.py): the steps run in it, and
+the launcher steps get it as env so their RayJobs run the very same build.
 """
 
 # no `from __future__ import annotations`: kfp reads the pipeline's annotations as real types
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from kfp import dsl, kubernetes
 
 from components.evaluate import evaluate
+from components.image import IMAGE
 from components.prepare_data import prepare_data
 from components.probe_layers import probe_layers
 from components.register_model import register_model
@@ -44,6 +48,12 @@ class CompileOptions:
     """Optional Secret with MLFLOW_TRACKING_USERNAME/PASSWORD for an authenticated MLflow."""
     cpu_limit: str = "4"
     memory_limit: str = "32G"
+    service_account: str = "slam-pipeline"
+    """The Kubernetes service account the run's pods use (k8s/base/rbac.yaml binds the launcher's Role to
+    it). KFP sets it per run, not in the compiled YAML: `slam pipeline submit/schedule` pass it; for a
+    YAML uploaded in the UI, choose it in the run form (Kubeflow's default SA cannot create RayJobs)."""
+    rayjob_ttl_s: int = 120
+    """How long a finished RayJob's cluster stays (logs, dashboard) before KubeRay deletes it."""
 
 
 def _common(task: dsl.PipelineTask, opts: CompileOptions, name: str) -> dsl.PipelineTask:
@@ -55,6 +65,18 @@ def _common(task: dsl.PipelineTask, opts: CompileOptions, name: str) -> dsl.Pipe
         kubernetes.use_secret_as_env(task, secret_name=opts.mlflow_secret, optional=True, secret_key_to_env={
             "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
             "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"})
+    return task
+
+
+def _launcher(task: dsl.PipelineTask, opts: CompileOptions) -> dsl.PipelineTask:
+    """Steps that create RayJobs: the image they run in (so the RayJob runs the same build), how long a
+    finished cluster stays, and, from the downward API, who they are: the pod (the RayJob's owner, so
+    deleting the pod deletes it), its namespace and service account (named in RBAC errors)."""
+    task.set_env_variable("SLAM_IMAGE", IMAGE)
+    task.set_env_variable("SLAM_RAYJOB_TTL_S", str(int(opts.rayjob_ttl_s)))
+    for env, path in (("SLAM_POD_NAME", "metadata.name"), ("SLAM_POD_UID", "metadata.uid"),
+                      ("SLAM_K8S_NAMESPACE", "metadata.namespace"), ("SLAM_SERVICE_ACCOUNT", "spec.serviceAccountName")):
+        kubernetes.use_field_path_as_env(task, env_name=env, field_path=path)
     return task
 
 
@@ -168,6 +190,7 @@ def build_pipeline(opts: CompileOptions | None = None):
             # The launcher steps re-attach on retry (deterministic RayJob names); training is never cached:
             # a cache hit would skip writing the delta a later step reads from storage.
             for task in (tune, train):
+                _launcher(task, opts)
                 task.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)
                 task.set_caching_options(False)
             register.set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0)

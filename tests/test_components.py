@@ -108,8 +108,9 @@ def test_prepare_data_component_alone_under_kfp_local(tmp_path):
 
 
 def test_kuberay_target_launches_a_rayjob_and_reattaches(s3_bucket, tmp_path):
-    """The kuberay target: config travels to S3, entrypoint = `slam train --config s3://…`, the RayJob
-    name is the step key's, and a second launch of the same step re-attaches (no second RayJob)."""
+    """The kuberay target: config and step spec travel to S3, the entrypoint is the constant
+    `python -m slam.launch.entry`, the RayJob name is the step key's, and a second launch of the same step
+    re-attaches (no second RayJob)."""
     import sys
     from pathlib import Path
 
@@ -136,10 +137,15 @@ def test_kuberay_target_launches_a_rayjob_and_reattaches(s3_bucket, tmp_path):
     assert out["delta_uri"] == delta
     ((ns, name), job), = api.objects.items()
     assert ns == "slam" and name.startswith("slam-train-abc123def456")
-    entry = job["spec"]["entrypoint"].split()
-    assert entry[:3] == ["slam", "train", "--config"] and entry[3].startswith(s3_bucket)
-    assert load_config(entry[3]) == cfg  # the pods get exactly this config
-    assert entry[4:] == ["--storage", cfg.storage.root]
+    from slam.launch.entry import ENTRYPOINT, read_spec
+
+    assert job["spec"]["entrypoint"] == ENTRYPOINT
+    head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    spec_uri = next(e["value"] for e in head["env"] if e["name"] == "SLAM_STEP_SPEC")
+    argv = read_spec(spec_uri)
+    assert argv[:2] == ["train", "--config"] and argv[2].startswith(s3_bucket)
+    assert load_config(argv[2]) == cfg  # the pods get exactly this config
+    assert argv[3:] == ["--storage", cfg.storage.root]
 
     target.train(cfg, step="train", key="abc123def456")
     assert api.calls.count("create") == 1 and len(api.objects) == 1
@@ -153,4 +159,4 @@ def test_kuberay_target_refuses_local_storage(tmp_path):
     cfg = SlamConfig().replace(model={"path": "s3://b/m"}, data={"train": str(tmp_path)}, train={"layers": [0]},
                                storage={"root": str(tmp_path)})
     with pytest.raises(SlamError, match="needs an s3:// storage prefix"):
-        get_launcher("kuberay", api=SimpleNamespace(), namespace="x")._run(cfg, "train", "k", ["slam"], {})
+        get_launcher("kuberay", api=SimpleNamespace(), namespace="x")._run(cfg, "train", "k", ["train"], {})

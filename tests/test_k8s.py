@@ -110,7 +110,7 @@ def test_rbac_is_namespace_scoped_and_least_privilege(rendered):
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule.get("apiGroups", [])
             if "rayjobs" in rule["resources"]:
-                assert set(rule["verbs"]) <= {"create", "get", "list", "watch", "delete"}
+                assert set(rule["verbs"]) <= {"create", "get", "list", "watch", "patch", "delete"}
             else:
                 assert set(rule["verbs"]) <= {"get", "list"}, rule
                 assert set(rule["resources"]) <= {"pods", "pods/log"}, rule
@@ -253,13 +253,13 @@ def test_network_policies_limit_mlflow_and_s3_to_the_namespace(rendered):
 @pytest.mark.parametrize("settings", [RayJobSettings(), RayJobSettings(queue="gpu-queue", s3_secret="")])
 def test_launcher_rayjob_passes_the_same_checks(shape, settings):
     body = build_rayjob(rayjob_name("2f1e0d9c-aaaa-bbbb-cccc-0123456789ab", "tune"),
-                        ["slam", "tune", "--config", "s3://slam/runs/x/config.yaml"], shape=shape,
+                        "s3://slam/runs/x/launch/tune/step.json", shape=shape,
                         settings=settings, namespace="slam", run_id="r", step="tune")
     assert _problems(body) == []
 
 
 def test_pod_template_typo_is_caught():
-    body = build_rayjob("slam-train-x", ["slam", "train"])
+    body = build_rayjob("slam-train-x", "s3://slam/runs/x/step.json")
     body["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resourcez"] = {}
     assert any("resourcez" in p for p in _problems(body))
 
@@ -271,10 +271,12 @@ def test_rayjob_template_matches_what_the_launcher_creates():
     text = path.read_text()
     cmd = next(ln for ln in text.splitlines() if ln.startswith("#   slam launch rayjob"))
     args = build_parser().parse_args(shlex.split(cmd[len("#   slam "):]))
-    from slam.commands.launch import _command  # same parsing as the CLI
+    from slam.commands.launch import _command, _spec_uri  # same parsing as the CLI
 
+    _command(args)
+    name = rayjob_name(args.run_id, args.step)
     expected = build_rayjob(
-        rayjob_name(args.run_id, args.step), _command(args), namespace=args.namespace, run_id=args.run_id,
+        name, _spec_uri(args.storage, name), namespace=args.namespace, run_id=args.run_id,
         step=args.step, outputs=dict(args.output),
         shape=ClusterShape(num_workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                            tolerations=list(args.toleration)))

@@ -135,8 +135,8 @@ def test_the_projects_rayjobs_validate_against_the_crd(kube_api):
     """k8s/base/rayjob-template.yaml and a fresh build_rayjob() pass strict admission unchanged."""
     api = kube_api.custom_objects()
     template = yaml.safe_load((REPO / "k8s" / "base" / "rayjob-template.yaml").read_text())
-    built = build_rayjob(rayjob_name("run-1", "train"), ["slam", "train", "--config", "s3://b/c.yaml"],
-                         namespace=NS, run_id="run-1", step="train", outputs={"delta": "s3://b/d"})
+    built = build_rayjob(rayjob_name("run-1", "train"), "s3://bkt/run-1/step.json",
+                         namespace=NS, run_id="run-1", step="train", outputs={"delta": "s3://bkt/d"})
     for body in (template, built):
         res = kube_api.schema.admit(body)
         assert (res.errors, res.unknown, res.skipped_rules) == ([], [], []), body["metadata"]["name"]
@@ -164,8 +164,8 @@ def test_rbac_follows_the_projects_role(kube_api):
         assert msg == (f'rayjobs.ray.io is forbidden: User "system:serviceaccount:slam:{sa}" cannot create resource '
                        f'"rayjobs" in API group "ray.io" in the namespace "slam"')
     # verbs/subresources the Role lacks
-    assert "cannot patch resource" in forbidden(pipeline.patch_namespaced_custom_object, G, V, NS, PL, "rbac-1",
-                                                {"spec": {"suspend": True}})
+    assert "cannot patch resource" in forbidden(kube_api.custom_objects("slam-ray").patch_namespaced_custom_object,
+                                                G, V, NS, PL, "rbac-1", {"spec": {"suspend": True}})
     assert 'cannot get resource "rayjobs/status"' in forbidden(pipeline.get_namespaced_custom_object_status,
                                                                G, V, NS, PL, "rbac-1")
     assert "cannot watch resource \"pods\"" in forbidden(core.list_namespaced_pod, NS, watch=True, timeout_seconds=1,
@@ -283,7 +283,7 @@ def test_rayjob_runs_on_ray_and_its_log_is_readable(kuberay):
 
     obj = kuberay.wait_rayjob("hi", done, timeout=60)
     st = obj["status"]
-    assert (st["jobDeploymentStatus"], st["jobStatus"], st["succeeded"], st["failed"]) == ("Complete", "SUCCEEDED", 1, 0), st
+    assert (st["jobDeploymentStatus"], st.get("jobStatus"), st["succeeded"], st["failed"]) == ("Complete", "SUCCEEDED", 1, 0), (st.get("reason"), st.get("message"))
     assert ("Running", "RUNNING") in seen or ("Running", "PENDING") in seen, seen
     assert st["startTime"] <= st["rayJobInfo"]["startTime"] <= st["rayJobInfo"]["endTime"] <= st["endTime"]
     assert st["dashboardURL"] == kuberay.ray.dashboard_address and st["jobId"].startswith("hi-")
@@ -412,24 +412,31 @@ def test_pre_running_deadline_when_the_cluster_cannot_be_scheduled(kuberay_facto
 
 
 @pytest.mark.integration
-def test_the_projects_launcher_runs_a_rayjob_end_to_end(kuberay):
+def test_the_projects_launcher_runs_a_rayjob_end_to_end(kuberay, s3_bucket):
     """slam's own RayJob (build_rayjob) through slam's RayJobRunner: strict admission, the operator,
-    Ray, the submitter pod's log tail, SUCCEEDED."""
-    kuberay.add_secret("slam-s3", {"AWS_ACCESS_KEY_ID": "standin", "AWS_SECRET_ACCESS_KEY": "standin"})
+    Ray, the constant entrypoint reading its step spec from S3, the submitter pod's log tail, SUCCEEDED."""
+    import os
+
+    from slam.launch.entry import ENTRYPOINT, write_spec
+
+    kuberay.add_secret("slam-s3", {"AWS_ACCESS_KEY_ID": "standin", "AWS_SECRET_ACCESS_KEY": "standin",
+                                   "AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"]})
     name = rayjob_name("kfp-run-1", "train")
-    body = build_rayjob(name, ["slam", "--help"], namespace=NS, run_id="kfp-run-1", step="train")
+    spec_uri = write_spec(f"{s3_bucket}/launch/{name}/step.json", ["data", "--help"])
+    body = build_rayjob(name, spec_uri, namespace=NS, run_id="kfp-run-1", step="train")
     lines: list[str] = []
     launcher = RayJobRunner(kuberay.custom_objects("slam-pipeline"), NS, core_api=kuberay.core_v1("slam-pipeline"),
-                               poll_s=0.3, echo=lines.append)
+                            poll_s=0.3, echo=lines.append)
     result = launcher.run(body, timeout_s=90, start_timeout_s=60, check_outputs=False)
     # (Running, SUCCEEDED) is a real KubeRay state in K8sJobMode (the submitter has not finished yet); the
     # launcher returns on jobStatus SUCCEEDED, so it may see either
     assert (result.job_status, result.reattached) == ("SUCCEEDED", False) and result.deployment_status in ("Running", "Complete")
     kuberay.wait_rayjob(name, lambda o: kuberay.status_of(o) == ("Complete", "SUCCEEDED"), timeout=30)
-    assert any("usage: slam" in line for line in lines), lines
+    assert any("usage: slam data" in line for line in lines), lines
     (attempt,) = kuberay.history(name)
-    assert attempt.entrypoint == "slam --help"
-    assert attempt.runtime_env["env_vars"]["AWS_ACCESS_KEY_ID"] == "standin"  # from the Secret, like the head pod
+    assert attempt.entrypoint == ENTRYPOINT
+    env = attempt.runtime_env["env_vars"]
+    assert env["AWS_ACCESS_KEY_ID"] == "standin" and env["SLAM_STEP_SPEC"] == spec_uri  # from the head pod's env
     again = launcher.run(body, timeout_s=30, start_timeout_s=30, check_outputs=False)
     assert again.reattached and len(kuberay.history(name)) == 1
 

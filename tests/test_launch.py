@@ -56,8 +56,9 @@ class FakeCustomObjects:
     def _check(self, group, version, plural):
         assert (group, version, plural) == ("ray.io", "v1", "rayjobs")
 
-    def create_namespaced_custom_object(self, group, version, namespace, plural, body):
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body, **kw):
         self._check(group, version, plural)
+        assert kw.get("field_validation") == "Strict"  # a real API server would drop unknown fields silently
         self.calls.append("create")
         key = (namespace, body["metadata"]["name"])
         if key in self.objects:
@@ -68,7 +69,7 @@ class FakeCustomObjects:
         self.objects[key] = obj
         return copy.deepcopy(obj)
 
-    def get_namespaced_custom_object(self, group, version, namespace, plural, name):
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name, **kw):
         self._check(group, version, plural)
         self.calls.append("get")
         obj = self.objects.get((namespace, name))
@@ -81,7 +82,7 @@ class FakeCustomObjects:
             obj["status"] = {**step, "rayClusterName": f"{name}-abcde"}
         return copy.deepcopy(obj)
 
-    def delete_namespaced_custom_object(self, group, version, namespace, plural, name, body=None):
+    def delete_namespaced_custom_object(self, group, version, namespace, plural, name, body=None, **kw):
         self._check(group, version, plural)
         self.calls.append("delete")
         if self.objects.pop((namespace, name), None) is None:
@@ -94,21 +95,20 @@ class FakeCore:
     def __init__(self, logs: list[str]):
         self.logs = list(logs)
 
-    def list_namespaced_pod(self, namespace, label_selector):
+    def list_namespaced_pod(self, namespace, label_selector, **kw):
         if label_selector.startswith("job-name="):
             pod = SimpleNamespace(metadata=SimpleNamespace(name="submitter-x", creation_timestamp="2026-01-01"))
             return SimpleNamespace(items=[pod])
         return SimpleNamespace(items=[])
 
-    def read_namespaced_pod_log(self, name, namespace, tail_lines):
+    def read_namespaced_pod_log(self, name, namespace, tail_lines, **kw):
         assert name == "submitter-x"
         return self.logs.pop(0) if len(self.logs) > 1 else self.logs[0]
 
 
 def _body(**kw) -> dict:
     name = rayjob_name(RUN_ID, "train")
-    return build_rayjob(name, ["slam", "train", "--config", "s3://bkt/run/config.yaml"], run_id=RUN_ID,
-                        step="train", namespace="slam", **kw)
+    return build_rayjob(name, "s3://bkt/run/train/k/step.json", run_id=RUN_ID, step="train", namespace="slam", **kw)
 
 
 def _launcher(api, core=None, clock=None, lines=None):
@@ -147,7 +147,8 @@ def test_built_rayjob_has_lifecycle_and_secret_refs_and_validates():
     assert spec["shutdownAfterJobFinishes"] is True and spec["backoffLimit"] == 0
     assert spec["ttlSecondsAfterFinished"] > 0 and spec["activeDeadlineSeconds"] > 0
     assert spec["jobId"] == body["metadata"]["name"]
-    assert spec["entrypoint"] == "slam train --config s3://bkt/run/config.yaml"
+    assert spec["entrypoint"] == "python -m slam.launch.entry"  # constant: the step is in the spec on S3
+    assert spec["rayClusterSpec"]["authOptions"] == {"mode": "token"}
     wg = spec["rayClusterSpec"]["workerGroupSpecs"][0]
     assert wg["replicas"] == wg["minReplicas"] == wg["maxReplicas"] == 3
     pod = wg["template"]["spec"]
@@ -158,6 +159,8 @@ def test_built_rayjob_has_lifecycle_and_secret_refs_and_validates():
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         assert "value" not in env[k] and env[k]["valueFrom"]["secretKeyRef"]["name"] == "slam-s3"
+    assert env["SLAM_STEP_SPEC"] == {"name": "SLAM_STEP_SPEC", "value": "s3://bkt/run/train/k/step.json"}
+    assert "runtimeEnvYAML" not in spec and "metadata" not in spec  # KubeRay pastes both into bash
     assert validate_ray_object(body) == []
     assert json.loads(body["metadata"]["annotations"]["slam.io/outputs"]) == {"delta": "s3://bkt/run/delta"}
 
@@ -170,19 +173,37 @@ def test_kueue_queue_creates_suspended_job_with_queue_label():
 
 
 @pytest.mark.parametrize("kw, needle", [
-    ({"command": ["python", "x.py"]}, "slam <step>"),
+    ({"spec_uri": "s3://bkt/runs;touch${IFS}/tmp/x/step.json"}, "step spec URI"),
+    ({"spec_uri": "s3://bkt/$(touch /tmp/x)/step.json"}, "step spec URI"),
+    ({"spec_uri": "s3://bkt/`id`/step.json"}, "step spec URI"),
+    ({"spec_uri": "s3://bkt/a/../b/step.json"}, "step spec URI"),
+    ({"spec_uri": "/tmp/step.json"}, "step spec URI"),
     ({"name": "Bad_Name"}, "DNS-1035"),
     ({"name": "a" * 48}, "at most 47"),
     ({"extra_env": {"AWS_SECRET_ACCESS_KEY": "x"}}, "from a Secret"),
-    ({"outputs": {"delta": "/tmp/delta"}}, "s3://"),
-    ({"command": ["slam", "train", "--config", "x" * 9000]}, "s3:// URI"),
+    ({"extra_env": {"X": "$(AWS_SECRET_ACCESS_KEY)"}}, "'$('"),
+    ({"extra_env": {"BAD NAME": "x"}}, "C identifier"),
+    ({"outputs": {"delta": "/tmp/delta"}}, "output delta"),
+    ({"outputs": {"delta": "s3://bkt/d;rm -rf /"}}, "output delta"),
     ({"shape": ClusterShape(num_workers=0)}, "num_workers"),
+    ({"shape": ClusterShape(memory_per_worker="-16Gi")}, "memory_per_worker"),
+    ({"shape": ClusterShape(cpus_per_worker="four cores")}, "cpus_per_worker"),
+    ({"shape": ClusterShape(node_selector={"": "gpu"})}, "node selector"),
+    ({"settings": RayJobSettings(image="ghcr.io/x/slam:1;id")}, "image"),
+    ({"settings": RayJobSettings(service_account="Bad SA")}, "service account"),
+    ({"namespace": "Bad NS"}, "namespace"),
 ])
 def test_build_rejects_bad_input_with_one_clear_message(kw, needle):
-    args = {"name": rayjob_name(RUN_ID, "train"), "command": ["slam", "train"], **kw}
+    args = {"name": rayjob_name(RUN_ID, "train"), "spec_uri": "s3://bkt/run/step.json", **kw}
     with pytest.raises(SlamError) as e:
-        build_rayjob(args.pop("name"), args.pop("command"), **args)
+        build_rayjob(args.pop("name"), args.pop("spec_uri"), **args)
     assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(SlamError) as e:
+        build_rayjob("Bad_Name", "s3://bkt/$(x)", namespace="Bad NS", shape=ClusterShape(num_workers=0))
+    assert all(n in str(e.value) for n in ("DNS-1035", "step spec URI", "namespace", "num_workers"))
 
 
 @pytest.mark.parametrize("mutate, needle", [
@@ -264,12 +285,13 @@ def test_create_race_409_reattaches():
     real_get = api.get_namespaced_custom_object
     first = {"done": False}
 
-    def get_404_once(*a):  # both retries saw 404, the other one created first
+    def get_404_once(*a, **kw):  # both retries saw 404, the other one created first
         if not first["done"]:
             first["done"] = True
-            api.create_namespaced_custom_object("ray.io", "v1", "slam", "rayjobs", copy.deepcopy(body))
+            api.create_namespaced_custom_object("ray.io", "v1", "slam", "rayjobs", copy.deepcopy(body),
+                                                field_validation="Strict")
             raise ApiException(status=404)
-        return real_get(*a)
+        return real_get(*a, **kw)
 
     api.get_namespaced_custom_object = get_404_once
     res = _launcher(api).run(body, check_outputs=False)
@@ -293,11 +315,57 @@ def test_failure_surfaces_kuberay_message_and_last_log_line(script, needle):
     assert needle in msg and "ValueError: train.layers out of range" in msg and "\n" not in msg
 
 
-def test_timeout_while_running_leaves_job_in_place():
+def test_timeout_while_running_deletes_the_job():
+    """KubeRay only marks a RayJob past activeDeadlineSeconds Failed and leaves its Ray job running until the
+    cluster's TTL: the launcher's own deadline deletes it (which stops the Ray job)."""
     api = FakeCustomObjects(script=[("Running", "RUNNING")] * 100)
-    with pytest.raises(RayJobTimeout, match="re-attaches"):
+    with pytest.raises(RayJobTimeout, match="deleted it"):
         _launcher(api).run(_body(), timeout_s=60, start_timeout_s=30)
-    assert "delete" not in api.calls and len(api.objects) == 1
+    assert api.calls.count("delete") == 1 and api.objects == {}
+
+
+def test_kuberay_deadline_exceeded_deletes_the_job():
+    api = FakeCustomObjects(script=[("Running", "RUNNING"), {"jobDeploymentStatus": "Failed", "jobStatus": "RUNNING",
+                                                             "reason": "DeadlineExceeded", "message": "passed"}])
+    with pytest.raises(RayJobFailed, match="DeadlineExceeded"):
+        _launcher(api).run(_body())
+    assert api.calls.count("delete") == 1 and api.objects == {}
+
+
+def test_transient_api_errors_are_retried_then_one_clear_error():
+    from slam.retry import Retry
+
+    api = FakeCustomObjects(script=[("Running", "RUNNING"), ("Complete", "SUCCEEDED")])
+    real_get, fails = api.get_namespaced_custom_object, {"n": 0}
+
+    def flaky(*a, **kw):
+        assert kw["_request_timeout"] == (10, 30)  # an int pair: kubernetes 30.1 ignores a float
+        fails["n"] += 1
+        if fails["n"] in (2, 3):
+            raise ApiException(status=503)
+        return real_get(*a, **kw)
+
+    api.get_namespaced_custom_object = flaky
+    clock = FakeClock()
+    res = RayJobRunner(api, "slam", poll_s=5.0, echo=lambda s: None, clock=clock, sleep=clock.sleep,
+                       retry=Retry(attempts=3)).run(_body(), check_outputs=False)
+    assert res.job_status == "SUCCEEDED" and fails["n"] >= 4
+
+    def down(*a, **kw):
+        raise ApiException(status=500, reason="Internal Server Error")
+
+    api.get_namespaced_custom_object = down
+    with pytest.raises(SlamError) as e:
+        RayJobRunner(api, "slam", poll_s=5.0, echo=lambda s: None, clock=clock, sleep=clock.sleep,
+                     retry=Retry(attempts=4)).run(_body(), check_outputs=False)
+    assert "get RayJob" in str(e.value) and "after 4 attempts" in str(e.value) and "\n" not in str(e.value)
+
+    def forbidden(*a, **kw):
+        raise ApiException(status=403, reason="Forbidden")
+
+    api.get_namespaced_custom_object = forbidden
+    with pytest.raises(SlamError, match="k8s/base/rbac.yaml"):
+        _launcher(api).run(_body(), check_outputs=False)
 
 
 def test_start_timeout_when_never_scheduled():
@@ -305,7 +373,7 @@ def test_start_timeout_when_never_scheduled():
     clock = FakeClock()
     with pytest.raises(RayJobTimeout, match="did not start within 30s"):
         _launcher(api, clock=clock).run(_body(), timeout_s=3600, start_timeout_s=30)
-    assert clock.t < 60
+    assert clock.t < 60 and api.objects == {}  # deleted: nothing holds quota for a job that never ran
 
 
 def test_suspended_then_admitted_runs_to_success():
@@ -357,9 +425,9 @@ def test_cli_prints_a_valid_rayjob():
     import yaml
 
     out = subprocess.run([sys.executable, "-m", "slam", "launch", "rayjob", "--print", "--run-id", RUN_ID,
-                          "--step", "train", "--workers", "2", "--gpus-per-worker", "1",
+                          "--step", "train", "--workers", "2", "--gpus-per-worker", "1", "--storage", "s3://bkt/run",
                           "--toleration", "nvidia.com/gpu:NoSchedule", "--node-selector", "pool=gpu",
-                          "--output", "delta=s3://b/run/delta", "--", "slam", "train", "--config", "s3://b/c.yaml"],
+                          "--output", "delta=s3://bkt/run/delta", "--", "slam", "train", "--config", "s3://bkt/c.yaml"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     body = yaml.safe_load(out.stdout)
@@ -368,9 +436,17 @@ def test_cli_prints_a_valid_rayjob():
     assert wg["template"]["spec"]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists",
                                                       "effect": "NoSchedule"}]
     assert body["metadata"]["name"] == rayjob_name(RUN_ID, "train")
+    env = {e["name"]: e.get("value") for e in body["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+           ["containers"][0]["env"]}
+    assert env["SLAM_STEP_SPEC"] == f"s3://bkt/run/launch/{body['metadata']['name']}/step.json"
 
 
 def test_cli_bad_command_is_exit_2_one_line():
     out = subprocess.run([sys.executable, "-m", "slam", "launch", "rayjob", "--print", "--run-id", "r",
-                          "--step", "train", "--", "python", "x.py"], capture_output=True, text=True, timeout=60)
+                          "--step", "train", "--storage", "s3://bkt/run", "--", "python", "x.py"],
+                         capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "slam <step>" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "slam", "launch", "rayjob", "--print", "--run-id", "r", "--step",
+                          "train", "--storage", "s3://bkt/run;id", "--", "slam", "train"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--storage" in out.stderr

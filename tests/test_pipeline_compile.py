@@ -114,7 +114,39 @@ def test_cpu_only_compile_requests_no_gpu(tmp_path):
 
     docs = list(yaml.safe_load_all(open(compile_pipeline(tmp_path / "p.yaml", CompileOptions(s3_secret="")))))
     assert "accelerator" not in str(docs[0]["deploymentSpec"])
-    assert len(docs) == 1  # no kfp-kubernetes settings at all -> no PlatformSpec document
+    # no secrets, selectors or tolerations; only the launcher steps' downward-API env remains
+    k8s = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(k8s) == {"exec-tune-layer-count", "exec-train-slam"}
+    assert all(set(v) == {"fieldPathAsEnv"} for v in k8s.values()), k8s
+
+
+def test_launcher_steps_get_the_image_their_pod_and_the_ttl(compiled):
+    """One image setting: the tune/train steps pass the image they run in to their RayJobs (SLAM_IMAGE), and
+    learn their pod's name/uid (the RayJob's owner), namespace and service account from the downward API."""
+    _, docs = compiled
+    executors = docs[0]["deploymentSpec"]["executors"]
+    k8s = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for exe in ("exec-tune-layer-count", "exec-train-slam"):
+        container = executors[exe]["container"]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["SLAM_IMAGE"] == container["image"] and env["SLAM_RAYJOB_TTL_S"] == "120"
+        fields = {f["name"]: f["fieldPath"] for f in k8s[exe]["fieldPathAsEnv"]}
+        assert fields == {"SLAM_POD_NAME": "metadata.name", "SLAM_POD_UID": "metadata.uid",
+                          "SLAM_K8S_NAMESPACE": "metadata.namespace", "SLAM_SERVICE_ACCOUNT": "spec.serviceAccountName"}
+
+
+def test_image_is_one_setting_at_compile_time(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("from pipeline.kfp_client import compile_pipeline; import yaml; "
+            f"d = list(yaml.safe_load_all(open(compile_pipeline({str(tmp_path / 'p.yaml')!r}))))[0]; "
+            "print(sorted({e['container']['image'] for e in d['deploymentSpec']['executors'].values()}), "
+            "d['deploymentSpec']['executors']['exec-train-slam']['container']['env'][0]['value'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "SLAM_IMAGE": "registry.example.com/slam:9.9"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["['registry.example.com/slam:9.9']", "registry.example.com/slam:9.9"]
 
 
 @pytest.mark.parametrize("expr, error", [

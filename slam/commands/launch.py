@@ -1,12 +1,14 @@
 """`slam launch` — run a `slam` step on a cluster: as a KubeRay RayJob, or on an existing Ray cluster.
 
-    slam launch rayjob --print --run-id RUN --step train --workers 2 --gpus-per-worker 1 \\
-        --toleration nvidia.com/gpu:NoSchedule -- slam train --config s3://bucket/run/config.yaml
-    slam launch rayjob --namespace slam --run-id RUN --step train … -- slam train …   # create + wait
-    slam launch submit --address http://127.0.0.1:8265 --run-id RUN --step train -- slam train …
+    slam launch rayjob --print --storage s3://bucket/run --run-id RUN --step train --workers 2 \\
+        --gpus-per-worker 1 --toleration nvidia.com/gpu:NoSchedule -- slam train --config s3://bucket/run/config.yaml
+    slam launch rayjob --namespace slam --storage s3://bucket/run --run-id RUN --step train … -- slam train …
+    slam launch submit --address http://127.0.0.1:8265 --storage s3://bucket/run --run-id RUN --step train -- slam train …
 
-Everything after `--` is the step's own command line. The same run id + step always maps to the same
-RayJob / submission id, so running the command again re-attaches instead of starting a duplicate.
+Everything after `--` is the step's own command line. It is written as a step spec to
+`<storage>/launch/<name>/step.json`, and the job runs the constant entrypoint `python -m slam.launch.entry`,
+which reads it: no part of the command line is ever parsed by a shell on the cluster. The same run id +
+step always maps to the same RayJob / submission id, so running the command again re-attaches.
 """
 
 from __future__ import annotations
@@ -88,12 +90,25 @@ def _toleration(text: str) -> dict[str, str]:
 
 
 def _command(args: argparse.Namespace) -> list[str]:
+    """The `slam <step> …` argv after `--`, without the leading "slam" (what the step spec carries)."""
+    from slam.launch.entry import check_argv
+
     cmd = list(args.step_command)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     if not cmd:
         raise SlamError("no step command: put it after `--`, e.g. -- slam train --config s3://bucket/config.yaml")
-    return cmd
+    if cmd[0] != "slam":
+        raise SlamError(f"the step command must be `slam <step> …`, got {cmd[0][:40]!r}")
+    return check_argv(cmd[1:])
+
+
+def _spec_uri(storage_root: str, name: str) -> str:
+    from slam import storage
+    from slam.launch import validate
+
+    return validate.s3_uri(storage.join(validate.s3_uri(storage_root, "--storage"), "launch", name, "step.json"),
+                           "step spec URI")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -115,6 +130,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--step", required=True, help="pipeline step name, e.g. train or tune")
     r.add_argument("--namespace", default="slam", type=_checked(kv.namespace_problem),
                    help="Kubernetes namespace of the RayJob")
+    r.add_argument("--storage", required=True, metavar="S3_PREFIX",
+                   help="where the step spec goes (<storage>/launch/<name>/step.json); the pods read it")
     r.add_argument("--print", action="store_true", help="print the RayJob YAML and exit (no cluster needed)")
     r.add_argument("--image", default=None, help="project image (default: RayJobSettings.image)")
     r.add_argument("--workers", type=int, default=1, help="Ray worker pods (= Ray Train workers)")
@@ -134,9 +151,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--env", type=_env, action="append", default=[], metavar="KEY=VALUE",
                    help="non-secret env for the pods (secrets come from k8s Secrets)")
     r.add_argument("--active-deadline", type=_positive(int), default=24 * 3600,
-                   help="seconds before KubeRay kills the job")
+                   help="seconds the job may run; then the launcher deletes it (and KubeRay marks it Failed)")
+    r.add_argument("--ttl", type=_positive(int), default=None, help="seconds a finished cluster stays (default 120)")
     r.add_argument("--timeout", type=_positive(float), default=None,
-                   help="seconds to wait (default: active deadline + 5 min)")
+                   help="seconds to wait (default: active deadline + 1 min)")
     r.add_argument("--start-timeout", type=_positive(float), default=1800.0,
                    help="seconds to wait for the job to start")
     r.add_argument("--poll", type=_positive(float), default=10.0, help="seconds between status polls")
@@ -147,6 +165,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                 examples=["slam launch submit --address http://127.0.0.1:8265 --run-id R --step train -- slam train "
                           "--config c.yaml"])
     s.add_argument("--address", required=True, help="Ray dashboard URL, e.g. http://127.0.0.1:8265")
+    s.add_argument("--storage", required=True, metavar="S3_PREFIX",
+                   help="where the step spec goes (<storage>/launch/<id>/step.json); the cluster reads it")
     s.add_argument("--run-id", default=None, help="KFP run id (with --step: derives the submission id)")
     s.add_argument("--step", default=None, help="pipeline step name (with --run-id: derives the submission id)")
     s.add_argument("--submission-id", default=None, help="explicit submission id (instead of --run-id/--step)")
@@ -169,27 +189,24 @@ def run_rayjob(args: argparse.Namespace) -> int:
     settings = RayJobSettings(active_deadline_seconds=args.active_deadline, queue=args.queue)
     if args.image:
         settings = dataclasses.replace(settings, image=args.image)
+    if args.ttl is not None:
+        settings = dataclasses.replace(settings, ttl_seconds_after_finished=args.ttl)
     shape = ClusterShape(num_workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                          cpus_per_worker=args.cpus_per_worker, memory_per_worker=args.memory_per_worker,
                          shm_size=args.shm_size, node_selector=dict(args.node_selector),
                          tolerations=list(args.toleration))
-    body = build_rayjob(rayjob_name(args.run_id, args.step), _command(args), shape=shape, settings=settings,
-                        namespace=args.namespace, run_id=args.run_id, step=args.step,
-                        outputs=dict(args.output), extra_env=dict(args.env))
+    name = rayjob_name(args.run_id, args.step)
+    argv, spec_uri = _command(args), _spec_uri(args.storage, name)
+    body = build_rayjob(name, spec_uri, shape=shape, settings=settings, namespace=args.namespace,
+                        run_id=args.run_id, step=args.step, outputs=dict(args.output), extra_env=dict(args.env))
     if args.print:
         print(yaml.safe_dump(body, sort_keys=False), end="")
         return 0
-    from kubernetes import client, config
+    from slam.launch.entry import write_spec
+    from slam.launch.kubeapi import KubeApi
 
-    try:
-        config.load_incluster_config()
-    except Exception:
-        try:
-            config.load_kube_config()
-        except Exception as e:
-            raise SlamError(f"no Kubernetes credentials (in-cluster or kubeconfig): {e}") from None
-    runner = RayJobRunner(client.CustomObjectsApi(), args.namespace, core_api=client.CoreV1Api(),
-                          poll_s=args.poll, echo=print)
+    write_spec(spec_uri, argv)
+    runner = RayJobRunner(KubeApi.from_environment(), args.namespace, poll_s=args.poll, echo=print)
     res = runner.run(body, timeout_s=args.timeout, start_timeout_s=args.start_timeout)
     print(json.dumps({"rayjob": res.name, "status": res.job_status, "reattached": res.reattached,
                       "outputs": res.outputs, "elapsed_s": round(res.elapsed_s, 1)}))
@@ -205,8 +222,11 @@ def run_submit(args: argparse.Namespace) -> int:
         sid = submission_id_for(args.run_id, args.step)
     else:
         raise SlamError("give --submission-id, or --run-id and --step (a stable id makes retries re-attach)")
-    res = JobSubmissionRunner(args.address, poll_s=args.poll, echo=print).run(
-        _command(args), sid, timeout_s=args.timeout, env=dict(args.env))
+    from slam.launch.entry import write_spec
+
+    spec_uri = write_spec(_spec_uri(args.storage, sid), _command(args))
+    res = JobSubmissionRunner(args.address, poll_s=args.poll, echo=print).run_spec(
+        spec_uri, sid, timeout_s=args.timeout, env=dict(args.env))
     print(json.dumps({"submission_id": res.submission_id, "status": res.status, "reattached": res.reattached,
                       "elapsed_s": round(res.elapsed_s, 1)}))
     return 0

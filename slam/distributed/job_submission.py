@@ -1,17 +1,20 @@
 """Run a `slam …` step on an existing Ray cluster through Ray's Job Submission API, and wait for it.
 
     from slam.distributed.job_submission import JobSubmissionRunner
-    res = JobSubmissionRunner("http://raycluster-head:8265").run(["slam", "train", "--config", "s3://b/run/config.yaml"],
-                                                         submission_id=submission_id_for(run_id, "train"))
+    runner = JobSubmissionRunner("http://raycluster-head:8265")      # token: RAY_AUTH_TOKEN(_PATH) / headers=
+    res = runner.run_spec("s3://b/run/launch/x/step.json", submission_id_for(run_id, "train"))   # slam.launch.entry
+    res = runner.run([sys.executable, "-c", "print(1)"], "my-job")   # your own argv (shlex-quoted, one shell parse)
     res.status, res.logs[-2000:]
 
-    slam launch submit --address http://127.0.0.1:8265 --run-id RUN --step train -- slam train --config …
+    slam launch submit --address http://127.0.0.1:8265 --storage s3://b/run --run-id RUN --step train -- slam train …
 
 This is the "long-lived RayCluster" target (k8s/base RayCluster, or `ray start --head` on a laptop);
 `slam.launch.kuberay` is the one-cluster-per-job KubeRay RayJob target. Same idempotency rule: the submission id
 is derived from the KFP run id + step, so a retried step re-attaches to the job it already submitted.
 Ray refuses to reuse a submission id, so a retry after a *failure* submits `<id>-r1`, `<id>-r2`, …
 Credentials are not passed here: the cluster's pods get them from Secrets (k8s/base).
+Every request has a (connect, read) timeout, and reads/stops are retried with backoff on connection
+errors and 5xx (slam.retry); a submit is retried only when it cannot have reached Ray (connection refused).
 """
 
 from __future__ import annotations
@@ -25,11 +28,37 @@ from dataclasses import dataclass
 from typing import Any
 
 from slam.errors import SlamError
+from slam.retry import Retry, retrying
 
 log = logging.getLogger(__name__)
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 MAX_ATTEMPTS = 20
+TIMEOUT = (10, 60)  # seconds: connect, read (requests' default is to wait forever)
+
+
+def _transient(e: BaseException) -> bool:
+    """Connection refused/reset, timeouts, and the dashboard's 5xx (Ray raises RuntimeError with the code)."""
+    import requests
+
+    if isinstance(e, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and any(f"status code {c}" in text for c in (500, 502, 503, 504))
+
+
+def _client_class():
+    """Ray's JobSubmissionClient with a timeout on every request (it forwards kwargs to requests)."""
+    from ray.job_submission import JobSubmissionClient
+
+    class TimedJobSubmissionClient(JobSubmissionClient):
+        request_timeout = TIMEOUT
+
+        def _do_request(self, method, endpoint, **kwargs):
+            kwargs.setdefault("timeout", self.request_timeout)
+            return super()._do_request(method, endpoint, **kwargs)
+
+    return TimedJobSubmissionClient
 
 
 @dataclass
@@ -57,22 +86,27 @@ class JobSubmissionRunner:
     """Get-or-submit, wait with a timeout, stream new log lines, return status and logs."""
 
     def __init__(self, address: str, *, client: Any = None, poll_s: float = 2.0,
-                 echo: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
-        if client is None:
-            from ray.job_submission import JobSubmissionClient
-
-            try:
-                client = JobSubmissionClient(address)
-            except Exception as e:  # ConnectionError/RuntimeError: one line naming the address
-                raise SlamError(f"cannot reach the Ray dashboard at {address}: {str(e).splitlines()[0]}") from None
-        self.client, self.address, self.poll_s = client, address, poll_s
+                 echo: Callable[[str], None] | None = None, headers: dict[str, str] | None = None,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 retry: Retry | None = None):
+        self.address, self.poll_s = address, poll_s
         self.echo = echo or (lambda s: log.info("%s", s))
         self.clock, self.sleep = clock, sleep
+        self.retry = retry or Retry(attempts=6)
+        if client is None:
+            try:
+                client = self._call("connect", lambda: _client_class()(address, headers=headers))
+            except Exception as e:  # ConnectionError/RuntimeError: one line naming the address
+                raise SlamError(f"cannot reach the Ray dashboard at {address}: {str(e).splitlines()[0]}") from None
+        self.client = client
+
+    def _call(self, what: str, fn: Callable[[], Any], *, retry: bool = True) -> Any:
+        return retrying(fn, what=f"Ray Jobs API {self.address}: {what}", transient=_transient,
+                        policy=self.retry if retry else Retry(attempts=1), sleep=self.sleep, clock=self.clock)
 
     def info(self, submission_id: str) -> Any | None:
         try:
-            return self.client.get_job_info(submission_id)
+            return self._call(f"job {submission_id}", lambda: self.client.get_job_info(submission_id))
         except RuntimeError as e:
             if _is_missing(e):
                 return None
@@ -89,7 +123,7 @@ class JobSubmissionRunner:
             found = (sid, details, n)
         return found
 
-    def submit(self, command: Sequence[str], submission_id: str, *, env: dict[str, str] | None = None,
+    def submit(self, command: Sequence[str] | str, submission_id: str, *, env: dict[str, str] | None = None,
                metadata: dict[str, str] | None = None, entrypoint_num_cpus: float | None = None,
                entrypoint_num_gpus: float | None = None, retry_failed: bool = True,
                agent_wait_s: float = 60.0) -> tuple[str, bool]:
@@ -115,13 +149,21 @@ class JobSubmissionRunner:
             self.echo(f"Ray job {sid}: previous attempt {status} ({details.message}); submitting attempt {n + 1}")
             sid = f"{submission_id}-r{n + 1}"
         runtime_env = {"env_vars": dict(env)} if env else None
+        entrypoint = command if isinstance(command, str) else shlex.join(command)
         deadline = self.clock() + agent_wait_s
+        import requests
+
         while True:
             try:
-                self.client.submit_job(entrypoint=shlex.join(command), submission_id=sid, runtime_env=runtime_env,
+                self.client.submit_job(entrypoint=entrypoint, submission_id=sid, runtime_env=runtime_env,
                                        metadata=dict(metadata or {}), entrypoint_num_cpus=entrypoint_num_cpus,
                                        entrypoint_num_gpus=entrypoint_num_gpus)
                 break
+            except requests.ConnectionError as e:  # never reached Ray: safe to send again (a read timeout is not)
+                if self.clock() >= deadline:
+                    raise SlamError(f"cannot reach the Ray dashboard at {self.address} to submit {sid}: "
+                                    f"{str(e).splitlines()[0][:200]}") from None
+                self.sleep(2.0)
             except RuntimeError as e:
                 if "already exists" in str(e):  # a parallel retry submitted it first
                     return sid, True
@@ -130,7 +172,7 @@ class JobSubmissionRunner:
                     self.sleep(1.0)
                     continue
                 raise SlamError(f"Ray rejected job {sid}: {str(e).splitlines()[0]}") from None
-        self.echo(f"Ray job {sid}: submitted to {self.address}: {shlex.join(command)}")
+        self.echo(f"Ray job {sid}: submitted to {self.address}: {entrypoint}")
         return sid, False
 
     def wait(self, submission_id: str, *, timeout_s: float, reattached: bool = False) -> JobResult:
@@ -145,8 +187,8 @@ class JobSubmissionRunner:
                 self.echo(f"Ray job {submission_id}: {status}")
                 last_status = status
             try:
-                logs = self.client.get_job_logs(submission_id)
-            except RuntimeError:
+                logs = self._call(f"logs of {submission_id}", lambda: self.client.get_job_logs(submission_id))
+            except (RuntimeError, SlamError):
                 logs = ""
             for line in logs[printed:].splitlines():
                 self.echo(f"[{submission_id}] {line}")
@@ -166,5 +208,18 @@ class JobSubmissionRunner:
 
     def run(self, command: Sequence[str], submission_id: str, *, timeout_s: float = 24 * 3600,
             **submit_kw: Any) -> JobResult:
-        sid, reattached = self.submit(command, submission_id, **submit_kw)
+        """Your own argv (it is shlex-quoted, then parsed once by the head's shell)."""
+        sid, reattached = self.submit(list(command), submission_id, **submit_kw)
+        return self.wait(sid, timeout_s=timeout_s, reattached=reattached)
+
+    def run_spec(self, spec_uri: str, submission_id: str, *, timeout_s: float = 24 * 3600,
+                 env: dict[str, str] | None = None, **submit_kw: Any) -> JobResult:
+        """The constant entrypoint (slam.launch.entry) on the step spec at `spec_uri`: the spec URI travels
+        as a runtime-env variable (JSON over HTTP), so no value of the step ever reaches a shell."""
+        from slam.launch import validate
+        from slam.launch.entry import ENTRYPOINT, SPEC_ENV
+
+        validate.s3_uri(spec_uri, "step spec URI")
+        sid, reattached = self.submit(ENTRYPOINT, submission_id, env={**(env or {}), SPEC_ENV: spec_uri},
+                                      **submit_kw)
         return self.wait(sid, timeout_s=timeout_s, reattached=reattached)

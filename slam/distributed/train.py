@@ -104,6 +104,9 @@ def init_ray(ray_address: str | None, num_cpus: int) -> None:
     ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
     try:
         if ray_address:
+            # A submitted job (RayJob, Job Submission API) may already carry some of these env vars in its own
+            # runtime env, with the values this driver inherited: Ray refuses the overlap unless told to merge.
+            os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
             ray.init(address=ray_address, runtime_env={"env_vars": env}, log_to_driver=True)
         else:
             ensure_session_token()

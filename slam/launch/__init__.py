@@ -10,6 +10,9 @@
 | `local.py` | `LocalLauncher`: Ray in this process (slam.distributed.train.fit / .tune.tune_search) |
 | `kuberay.py` | `KubeRayLauncher`: config to S3, a RayJob per step; `RayJobRunner`: get-or-create, wait, logs |
 | `rayjob.py` | the RayJob object itself: deterministic name, cluster shape, pod templates, validation |
+| `entry.py` | the constant RayJob entrypoint `python -m slam.launch.entry`: runs the step spec named by SLAM_STEP_SPEC |
+| `kubeapi.py` | Kubernetes API access: credentials, request timeouts, bounded retries (slam.retry) |
+| `validate.py` | strict checks of every URI/name that reaches a pod (no shell metacharacters, ever) |
 
 Both targets read and write only by URI under cfg.storage.root, so the caller never cares which ran.
 `key` is deterministic (slam.steps.step_key): the RayJob name derives from it, so re-running or

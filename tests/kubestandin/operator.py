@@ -48,9 +48,10 @@ done; the submitter Pod keeps a snapshot of the log. The head container's env (v
 configMapKeyRef, envFrom) is resolved from Secrets/ConfigMaps in the store and passed to the Ray
 job as runtime_env env_vars (a missing non-optional Secret keeps the head Pod in
 CreateContainerConfigError and the cluster never ready, as on a cluster). K8sJobMode runs the
-submitter's `bash -ce` word splitting of `spec.entrypoint` (it is pasted into the submitter's shell
-command) and gives Ray `shlex.join(words)`, as `ray job submit -- <entrypoint>` does; HTTPMode passes
-the string as is. That bash runs HERE, in a scratch dir with a minimal env, exactly as the submitter pod
+submitter's `bash -ce` on what KubeRay pastes into it (BuildJobSubmitCommand): `--runtime-env-json`
+and `--metadata-json` as Go-quoted JSON (bash double quotes: `$(…)`, backticks, `${…}` expand),
+`--submission-id <jobId>` and `-- <spec.entrypoint>` as they are; Ray gets the JSON the shell produced
+and `shlex.join(words)` of the entrypoint, as `ray job submit` does; HTTPMode passes both as they are. That bash runs HERE, in a scratch dir with a minimal env, exactly as the submitter pod
 would run it: an entrypoint with `;`/`$(...)` outside quotes really executes (that is the point: tests
 can show an injection); `OperatorConfig(submitter_shell=False)` skips the shell.
 
@@ -1006,13 +1007,25 @@ class KubeRayOperator:
     # ----------------------------------------------------------------------------------------------
     # submission through the Ray Job Submission API
 
-    def entrypoint_words(self, entrypoint: str) -> tuple[list[str], list[str]]:
-        """What `bash -ce "... ray job submit ... -- <entrypoint> ; ..."` hands `ray job submit` as argv,
-        plus whatever that shell printed. Runs bash in a scratch dir, as the submitter pod would."""
+    def submit_words(self, entrypoint: str, runtime_env: dict[str, Any] | None = None,
+                     metadata: dict[str, str] | None = None, job_id: str = "") -> tuple[dict[str, str], list[str], list[str]]:
+        """What KubeRay's submitter `bash -ce "… ray job submit --address … --no-wait --runtime-env-json "<json>"
+        --metadata-json "<json>" --submission-id <id> -- <entrypoint> ; …"` hands `ray job submit` (common/job.go
+        BuildJobSubmitCommand): (its options after the shell, the entrypoint argv, what the shell printed).
+        The JSON values are Go-`strconv.Quote`d, i.e. inside bash double quotes, where `$(…)`, backticks and
+        `${…}` still expand; the submission id and the entrypoint are pasted as they are. Runs bash in a
+        scratch dir, as the submitter pod would."""
+        opts: list[str] = []
+        if runtime_env:
+            opts += ["--runtime-env-json", go_quote(json.dumps(runtime_env, separators=(",", ":")))]
+        if metadata:
+            opts += ["--metadata-json", go_quote(json.dumps(metadata, separators=(",", ":")))]
+        if job_id:
+            opts += ["--submission-id", job_id]
         with tempfile.TemporaryDirectory(prefix="submitter") as d:
             words_file = Path(d) / "words"
             script = (f'__submit() {{ printf "%s\\0" "$@" > {shlex.quote(str(words_file))}; }}\n'
-                      f"__submit {entrypoint.strip()} ;\n")
+                      f"__submit {' '.join(opts)} -- {entrypoint.strip()} ;\n")
             r = subprocess.run(["/bin/bash", "-ce", script], cwd=d, capture_output=True, text=True, timeout=30,
                                env={"PATH": "/usr/bin:/bin", "HOME": d, "PYTHONUNBUFFERED": "1",
                                     "RAY_DASHBOARD_ADDRESS": self.ray.dashboard_address})
@@ -1020,6 +1033,13 @@ class KubeRayOperator:
             if not words_file.exists():
                 raise RuntimeError(f"submitter shell failed ({r.returncode}): {' '.join(out)[-500:]}")
             words = [w for w in words_file.read_text().split("\0")][:-1]
+        sep = words.index("--") if "--" in words else len(words)
+        flags = dict(zip(words[:sep:2], words[1:sep:2], strict=False))
+        return flags, words[sep + 1:], out
+
+    def entrypoint_words(self, entrypoint: str) -> tuple[list[str], list[str]]:
+        """Only the entrypoint's words (see submit_words)."""
+        _, words, out = self.submit_words(entrypoint)
         return words, out
 
     def _submit(self, rj: dict[str, Any], st: dict[str, Any], cluster: dict[str, Any] | None, *, via_shell: bool,
@@ -1028,10 +1048,12 @@ class KubeRayOperator:
         ns = rj["metadata"]["namespace"]
         shell_out: list[str] = []
         entrypoint = spec.get("entrypoint", "").strip()
-        if via_shell:
-            words, shell_out = self.entrypoint_words(entrypoint)
-            entrypoint = shlex.join(words)  # ray job submit: shlex.join(argv after --)
         runtime_env = yaml.safe_load(spec.get("runtimeEnvYAML") or "") or {}
+        if via_shell:
+            flags, words, shell_out = self.submit_words(entrypoint, runtime_env, spec.get("metadata"), st["jobId"])
+            entrypoint = shlex.join(words)  # ray job submit: shlex.join(argv after --)
+            # ray job submit json.loads its --runtime-env-json: what the shell made of it is what Ray gets
+            runtime_env = json.loads(flags["--runtime-env-json"]) if "--runtime-env-json" in flags else {}
         head = ((((spec["rayClusterSpec"].get("headGroupSpec") or {}).get("template") or {}).get("spec") or {})
                 .get("containers") or [{}])[0]
         pod_env, _ = self.resolve_env(ns, head)
@@ -1054,6 +1076,22 @@ class KubeRayOperator:
                                             **kwargs)
         self.history.setdefault(key, []).append(attempt)
         return shell_out
+
+
+def go_quote(text: str) -> str:
+    """Go's strconv.Quote (ASCII control characters escaped, `"` and `\\` backslashed, the rest as is)."""
+    out = ['"']
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch in "\a\b\f\n\r\t\v":
+            out.append({"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+                        "\v": "\\v"}[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return "".join(out) + '"'
 
 
 def _pod_done(o: dict[str, Any], code: int) -> None:
