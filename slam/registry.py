@@ -227,8 +227,10 @@ def register_delta(tracking: TrackingConfig, delta_uri: str, eval_uri: str, *, n
     tracker = get_tracker(tracking)
     if not isinstance(tracker, MlflowTracker):
         raise SlamError("slam register needs an MLflow tracking URI (tracking.uri or MLFLOW_TRACKING_URI)")
-    report = storage.read_json(eval_uri)
-    base_report = storage.read_json(base_eval_uri) if base_eval_uri else None
+    from slam.evaluate import check_report
+
+    report = check_report(storage.read_json(eval_uri), eval_uri)
+    base_report = check_report(storage.read_json(base_eval_uri), base_eval_uri) if base_eval_uri else None
     with storage.local_copy(delta_uri) as delta_dir:
         manifest = read_manifest(delta_dir)
         mb = manifest.get("base")

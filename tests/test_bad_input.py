@@ -61,8 +61,8 @@ CONFIG_CASES = [
     ("million-value k range", "", ["tune.k_grid=1-1000000"], "has 1000000 values (at most 1024)"),
     ("unknown language in data.langs", "", ["data.langs=en,xx"], "data.langs: unknown language code(s) 'xx'"),
     ("unknown language in eval.langs", "", ["eval.langs=de,klingon"], "eval.langs: unknown language code(s)"),
-    ("NaN english tolerance", "", ["tracking.english_tolerance=nan"], "tracking.english_tolerance: must be a finite"),
-    ("negative english tolerance", "", ["tracking.english_tolerance=-1"], "tracking.english_tolerance: must be >= 0"),
+    ("NaN gate margin", "", ["tracking.gate_margin=nan"], "tracking.gate_margin: must be a finite"),
+    ("negative gate margin", "", ["tracking.gate_margin=-1"], "tracking.gate_margin: must be >= 0"),
     ("NaN in lr grid", "", ["tune.lr_grid=[1e-4, .nan]"], "tune.lr_grid: must be a finite number"),
     ("negative lr in grid", "", ["tune.lr_grid=[-1e-4]"], "tune.lr_grid: learning rates must be > 0"),
     ("duplicate k", "", ["tune.k_grid=2,2,4"], "tune.k_grid: duplicate"),
@@ -425,20 +425,20 @@ HOST = ["--host", "http://127.0.0.1:9"]  # nothing listens: any case that reache
 SUBMIT = ["pipeline", "submit", *HOST]
 SCHEDULE = ["pipeline", "schedule", *HOST]
 PIPELINE_CASES = [
-    ("unknown language", [*SUBMIT, "-p", "languages=en,xx"], "parameter languages: unknown language code(s) 'xx'"),
-    ("duplicate language", [*SUBMIT, "--languages", "en,de,en"], "duplicate entries"),
-    ("no language", [*SUBMIT, "-p", "languages=,"], "give at least one language code"),
-    ("zero synthetic problems", [*SUBMIT, "-p", "synth_problems=0"], "synth_problems: must be >= 1"),
-    ("negative eval limit", [*SUBMIT, "-p", "eval_limit=-1"], "eval_limit: must be >= 0"),
-    ("size not an integer", [*SUBMIT, "-p", "probe_top_k=six"], "expected an integer"),
-    ("million-value k grid", [*SUBMIT, "-p", "k_grid=1-1000000"], "(at most 1024)"),
-    ("unknown probe method", [*SUBMIT, "-p", "probe_method=magic"], "probe_method: 'magic' is not one of"),
-    ("unknown launcher", [*SUBMIT, "-p", "launcher=ssh"], "launcher: 'ssh' is not one of"),
-    ("unknown eval task", [*SUBMIT, "-p", "eval_tasks=gsm8k"], "unknown task(s) gsm8k"),
-    ("bad train override", [*SUBMIT, "-p", "train_overrides=train.lr=nan"], "train.lr: must be a finite number"),
-    ("credentials in a parameter", [*SUBMIT, "--mlflow-uri", "http://admin:hunter22@mlflow:5000"],
+    ("unknown language", [*SUBMIT, "languages=en,xx"], "parameter languages: unknown language code(s) 'xx'"),
+    ("duplicate language", [*SUBMIT, "languages=en,de,en"], "duplicate entries"),
+    ("no language", [*SUBMIT, "languages=,"], "give at least one language code"),
+    ("zero synthetic problems", [*SUBMIT, "synth_problems=0"], "synth_problems: must be >= 1"),
+    ("negative eval limit", [*SUBMIT, "eval_limit=-1"], "eval_limit: must be >= 0"),
+    ("size not an integer", [*SUBMIT, "probe_top_k=six"], "expected an integer"),
+    ("million-value k grid", [*SUBMIT, "k_grid=1-1000000"], "(at most 1024)"),
+    ("unknown probe method", [*SUBMIT, "probe_method=magic"], "probe_method: 'magic' is not one of"),
+    ("unknown launcher", [*SUBMIT, "launcher=ssh"], "launcher: 'ssh' is not one of"),
+    ("unknown eval task", [*SUBMIT, "eval_tasks=gsm8k"], "unknown task(s) gsm8k"),
+    ("bad train override", [*SUBMIT, "train_overrides=train.lr=nan"], "train.lr: must be a finite number"),
+    ("credentials in a parameter", [*SUBMIT, "mlflow_uri=http://admin:hunter22@mlflow:5000"],
      "parameter mlflow_uri carries a user:password@ part"),
-    ("unknown parameter", [*SUBMIT, "-p", "langauges=de"], "unknown pipeline parameter 'langauges'"),
+    ("unknown parameter", [*SUBMIT, "langauges=de"], "unknown pipeline parameter 'langauges'"),
     ("token on the command line", [*SUBMIT, "--token", "hunter22-secret-token"], "visible to other users"),
     ("namespace with a space", [*SUBMIT, "--namespace", "Bad NS"], "must be a DNS-1123 label"),
     ("node selector without key", [*SUBMIT, "--node-selector", "=gpu"], "expected key=value"),
@@ -485,16 +485,16 @@ REGISTRY_CASES: list[tuple[str, Callable[[Path], Path], list[str], str]] = [
     ("no per-language block", lambda t: write(t / "eval.json", "[1, 2]"), [], "has no per_lang accuracies"),
     ("eval.json not JSON", lambda t: write(t / "eval.json", "{"), [], "not valid JSON"),
     ("eval.json missing", lambda t: t / "none.json", [], "file not found"),
-    ("NaN english tolerance", lambda t: _eval_json(t, {"de": {"accuracy": 0.5}}), ["--english-tolerance", "nan"],
-     "tracking.english_tolerance: must be a finite number"),
+    ("NaN gate margin", lambda t: _eval_json(t, {"de": {"accuracy": 0.5}}), ["tracking.gate_margin=nan"],
+     "tracking.gate_margin: must be a finite number"),
 ]
 
 
 @pytest.mark.parametrize("case,make,extra,expected", REGISTRY_CASES, ids=[c[0] for c in REGISTRY_CASES])
 def test_registry(case, make, extra, expected, tmp_path, tiny_delta, capsys):
     ev = make(tmp_path)
-    code, _, err = run_cli(["register", "--delta", str(tiny_delta), "--eval", str(ev), "--tracking-uri",
-                            f"sqlite:///{tmp_path / 'mlflow.db'}", *extra], capsys)
+    code, _, err = run_cli(["register", "--delta", str(tiny_delta), "--eval", str(ev),
+                            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", *extra], capsys)
     assert_one_error_line(code, err, expected)
 
 
