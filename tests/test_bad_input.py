@@ -380,7 +380,7 @@ def test_merge_out_holding_foreign_files_is_refused_before_any_work(tmp_path, ti
 
 # ---------------------------------------------------------------------------------------------- launcher
 
-RAYJOB = ["launch", "rayjob", "--print", "--run-id", "r1", "--step", "train"]
+RAYJOB = ["launch", "rayjob", "--print", "--storage", "s3://bucket/run", "--run-id", "r1", "--step", "train"]
 LAUNCHER_CASES = [
     ("namespace with a space", [*RAYJOB, "--namespace", "Bad NS"], "must be a DNS-1123 label"),
     ("namespace uppercase", [*RAYJOB, "--namespace", "Slam"], "must be a DNS-1123 label"),
@@ -402,11 +402,11 @@ LAUNCHER_CASES = [
     ("env credential by name", [*RAYJOB, "--env", "AWS_SECRET_ACCESS_KEY=x", "--", "slam", "train"],
      "look like credentials"),
     ("no step command", [*RAYJOB], "no step command"),
-    ("not a slam command", [*RAYJOB, "--", "bash", "-c", "id"], "command must be a `slam <step>"),
+    ("not a slam command", [*RAYJOB, "--", "bash", "-c", "id"], "must be `slam <step>"),
     ("zero workers", [*RAYJOB, "--workers", "0", "--", "slam", "train"], "num_workers must be >= 1"),
-    ("submit without ids", ["launch", "submit", "--address", "http://127.0.0.1:9", "--", "slam", "train"],
+    ("submit without ids", ["launch", "submit", "--address", "http://127.0.0.1:9", "--storage", "s3://bucket/run", "--", "slam", "train"],
      "give --submission-id, or --run-id and --step"),
-    ("submit env with a password", ["launch", "submit", "--address", "http://127.0.0.1:9", "--env",
+    ("submit env with a password", ["launch", "submit", "--address", "http://127.0.0.1:9", "--storage", "s3://bucket/run", "--env",
                                     "DSN=postgresql://u:pw123456@db/x", "--", "slam", "train"],
      "carries a user:password@ part"),
 ]
