@@ -18,6 +18,7 @@ What a task's pod is here, as on a cluster:
 - identity: the run's service account (KFP sets it per run); its token reaches the pod as a kubeconfig
   (KUBECONFIG) because the stand-in speaks plain HTTP, which in-cluster config refuses;
 - network: only `network` (host:port of the cluster's services) is reachable (the image's audit hook);
+- nested DAGs (`dsl.If`): run in their own scope when the trigger condition holds, else Skipped;
 - retries: `retryPolicy.maxRetryCount`, each attempt a new pod, backoff scaled by `backoff_scale`;
 - cancel: SIGTERM to the pod's process group (what the kubelet/Argo do), SIGKILL after `grace_s`;
   with `delete_pod=True` the Pod object is deleted afterwards, so the garbage collector removes what
@@ -31,7 +32,9 @@ artifact upload (pipeline_root is a local dir the pods share), Argo's pod GC, pi
 from __future__ import annotations
 
 import base64
+import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -119,17 +122,8 @@ class KfpPods:
         for k, v in root_inputs.items():  # protobuf Values carry numbers as floats
             if v.get("parameterType") == "NUMBER_INTEGER" and args.get(k) is not None:
                 args[k] = int(args[k])
-        tasks = spec["root"]["dag"]["tasks"]
-        run.tasks = {t: TaskRun(t) for t in tasks}
-        for tname in self._order(tasks):
-            task = tasks[tname]
-            tr = run.tasks[tname]
-            if any(run.tasks[d].status != "Succeeded" for d in task.get("dependentTasks", [])):
-                tr.status = "Skipped"
-                continue
-            comp = spec["components"][task["componentRef"]["name"]]
-            exe = spec["deploymentSpec"]["executors"][comp["executorLabel"]]
-            self._run_task(run, tname, task, comp, exe, k8s.get(comp["executorLabel"], {}), args)
+        run.tasks = {}
+        self._run_dag(run, spec, spec["root"]["dag"], args, {}, k8s)
         run.seconds = time.monotonic() - t0
         failed = [t for t in run.tasks.values() if t.status in ("Failed", "Cancelled")]
         run.status = "Cancelled" if any(t.status == "Cancelled" for t in failed) else ("Failed" if failed else "Succeeded")
@@ -138,6 +132,36 @@ class KfpPods:
             ref = next(iter(outs.values()))["valueFromParameter"]
             run.output = run.tasks[ref["producerSubtask"]].outputs.get(ref["outputParameterKey"])
         return run
+
+    def _run_dag(self, run: PipelineRun, spec: dict[str, Any], dag: dict[str, Any], args: dict[str, Any],
+                 arts: dict[str, Any], k8s: dict[str, Any]) -> None:
+        """One DAG's tasks in dependency order; a task whose component is itself a DAG (dsl.If, dsl.ExitHandler)
+        runs its tasks in its own scope (its inputs are the `pipelinechannel--…` names) when its trigger
+        condition holds, else it is Skipped with everything inside it, as KFP's driver does."""
+        tasks = dag["tasks"]
+        run.tasks.update({t: TaskRun(t) for t in tasks})
+        for tname in self._order(tasks):
+            task = tasks[tname]
+            tr = run.tasks[tname]
+            if any(run.tasks[d].status != "Succeeded" for d in task.get("dependentTasks", [])):
+                tr.status = "Skipped"
+                continue
+            comp = spec["components"][task["componentRef"]["name"]]
+            if "dag" in comp:
+                inputs = self._arguments(run, task, args, arts)
+                cond = (task.get("triggerPolicy") or {}).get("condition")
+                if cond and not _condition_holds(cond, inputs):
+                    tr.status = "Skipped"
+                    continue
+                defs = comp.get("inputDefinitions", {})
+                tr.status = "Running"
+                self._run_dag(run, spec, comp["dag"], {k: v for k, v in inputs.items() if k in defs.get("parameters", {})},
+                              {k: v for k, v in inputs.items() if k in defs.get("artifacts", {})}, k8s)
+                inner = [run.tasks[t].status for t in comp["dag"]["tasks"]]
+                tr.status = next((s for s in ("Cancelled", "Failed") if s in inner), "Succeeded")
+                continue
+            exe = spec["deploymentSpec"]["executors"][comp["executorLabel"]]
+            self._run_task(run, tname, task, comp, exe, k8s.get(comp["executorLabel"], {}), args, arts)
 
     @staticmethod
     def _order(tasks: dict[str, Any]) -> list[str]:
@@ -149,7 +173,8 @@ class KfpPods:
             done.append(ready[0])
         return done
 
-    def _arguments(self, run: PipelineRun, task: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+    def _arguments(self, run: PipelineRun, task: dict[str, Any], args: dict[str, Any],
+                   arts: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for k, v in (task.get("inputs", {}).get("parameters") or {}).items():
             if "componentInputParameter" in v:
@@ -162,13 +187,16 @@ class KfpPods:
             else:
                 raise ValueError(f"unsupported parameter input {v}")
         for k, v in (task.get("inputs", {}).get("artifacts") or {}).items():
+            if "componentInputArtifact" in v:  # from the enclosing DAG's inputs
+                out[k] = arts[v["componentInputArtifact"]]
+                continue
             ref = v["taskOutputArtifact"]
             out[k] = run.tasks[ref["producerTask"]].outputs[ref["outputArtifactKey"]]
         return out
 
     # -- one task: attempts as pods
     def _run_task(self, run: PipelineRun, tname: str, task: dict[str, Any], comp: dict[str, Any],
-                  exe: dict[str, Any], k8s: dict[str, Any], args: dict[str, Any]) -> None:
+                  exe: dict[str, Any], k8s: dict[str, Any], args: dict[str, Any], arts: dict[str, Any]) -> None:
         from google.protobuf import json_format
         from kfp.local import executor_input_utils, executor_output_utils, placeholder_utils
         from kfp.pipeline_spec import pipeline_spec_pb2
@@ -178,7 +206,7 @@ class KfpPods:
         task_root = self.root / run.name / tname
         task_root.mkdir(parents=True, exist_ok=True)
         executor_input = executor_input_utils.construct_executor_input(
-            component_spec=comp_pb, arguments=self._arguments(run, task, args), task_root=str(task_root),
+            component_spec=comp_pb, arguments=self._arguments(run, task, args, arts), task_root=str(task_root),
             block_input_artifact=False)
         ei_dict = executor_input_utils.executor_input_to_dict(executor_input=executor_input, component_spec=comp_pb)
         container = exe["container"]
@@ -328,6 +356,17 @@ class KfpPods:
                 return run.tasks[tname].attempts[-1].pod if run.tasks[tname].attempts else ""
             time.sleep(0.1)
         raise TimeoutError(f"task {tname} never ran")
+
+
+def _condition_holds(cond: str, inputs: dict[str, Any]) -> bool:
+    """The CEL conditions dsl.If/dsl.Elif compile to for a parameter compared with a constant:
+    `inputs.parameter_values['NAME'] == 'x'` / `!= ''` / with a number. Anything else is refused."""
+    m = re.fullmatch(r"\s*inputs\.parameter_values\['([^']+)'\]\s*(==|!=)\s*(.+?)\s*", cond)
+    if not m:
+        raise ValueError(f"condition not supported by the stand-in: {cond!r}")
+    name, op, lit = m.groups()
+    value = json.loads(lit.replace("'", '"')) if lit[0] in "'\"" else json.loads(lit)
+    return (inputs[name] == value) == (op == "==")
 
 
 def run_in_thread(pods: KfpPods, package: str | os.PathLike, params: dict[str, Any], *,
