@@ -95,7 +95,9 @@ class Unit:
 
 
 def plan_units(cfg: StudyConfig, report: dict) -> list[Unit]:
-    """Every (arm, repetition) of the study in a fixed order: base first, cheap SLAM arms before full."""
+    """Every (arm, repetition) of the study in a fixed order: base, then repetition 0 of every arm (cheap
+    SLAM arms before full), then repetition 1, ...: a study stopped early has every arm at equal seeds,
+    a table that compares them all, rather than three seeds of the first arms and none of the rest."""
     from slam.probe import select_layers
 
     n = len(report["scores"])
@@ -108,12 +110,10 @@ def plan_units(cfg: StudyConfig, report: dict) -> list[Unit]:
         # what the pipeline trains: the probe's choice, or bottom-k when the probe reported itself unstable
         "slam-en-only": select_layers(report, cfg.k, cfg.probe_selection),
     }
-    units: list[Unit] = []
-    for arm in [a for a in ARMS if a in cfg.arms]:
-        for rep in range(1 if arm == "base" else cfg.seeds):
-            if arm == "base":
-                units.append(Unit(arm, 0, "none", None, list(cfg.langs)))
-            elif arm in ("full", "two-stage"):
+    units: list[Unit] = [Unit("base", 0, "none", None, list(cfg.langs))]
+    for rep in range(cfg.seeds):
+        for arm in [a for a in ARMS if a in cfg.arms and a != "base"]:
+            if arm in ("full", "two-stage"):
                 units.append(Unit(arm, rep, arm, None, list(cfg.langs)))
             elif arm == "random-k":
                 units.append(Unit(arm, rep, "slam", select_layers(report, cfg.k, "random-k", seed=rep), list(cfg.langs)))
