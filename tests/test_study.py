@@ -26,6 +26,8 @@ def test_units_cover_every_arm_with_the_layers_each_policy_picks():
     assert by["probe-0"].layers == [2, 3, 5]                  # the probe's own choice, even when unstable
     assert by["slam-en-only-1"].layers == [0, 1, 2] and by["slam-en-only-1"].data_langs == ["en"]
     assert by["bottom-k-2"].layers == [0, 1, 2] and by["top-layers-0"].layers == [5, 6, 7]
+    assert [u.name for u in units][1:9] == [f"{a}-0" for a in ("probe", "bottom-k", "random-k", "top-layers", "full",
+                                                                "two-stage", "slam-en-only")] + ["probe-1"]
     draws = {tuple(by[f"random-k-{i}"].layers) for i in range(3)}
     assert len(draws) == 3                                      # a new draw per repetition
     assert by["full-0"].layers is None and by["two-stage-0"].method == "two-stage"

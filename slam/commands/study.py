@@ -1,7 +1,7 @@
 """`slam study` — the ablation study: probe-selected vs bottom-k vs random-k vs top layers vs full vs two-stage
 vs SLAM on English only, same data and budget, paired bootstrap CIs per language.
 
-    slam study run --out runs/study                               # SmolLM2 + synthetic world (~2 h on 2 CPUs)
+    slam study run --out runs/study                               # SmolLM2 + synthetic world (hours on 2 CPUs; see README)
     slam study run --out runs/study --background                  # detached; log in runs/study/study.log
     slam study run --out runs/study                               # again after an interruption: resumes
     slam study run --out runs/s --seeds 1 --questions 20 --steps 10 --arms base,probe,bottom-k   # minutes

@@ -52,7 +52,8 @@ class StudyConfig:
     eval_batch_size: int = 32
     max_new_tokens: int = 128
     tasks: list[str] = field(default_factory=lambda: ["synthetic"])
-    """synthetic (the world's test split); mgsm too where the model can score (data under $SLAM_SHARED_DATA)."""
+    """synthetic (the world's test split); mgsm too where the model can score (the data set's test_mgsm.jsonl,
+    written by `slam data build --test mgsm`)."""
     n_boot: int = 2000
     mlflow_uri: str = ""
     """MLflow tracking URI; empty = a sqlite store under out/mlflow."""
@@ -95,7 +96,9 @@ class Unit:
 
 
 def plan_units(cfg: StudyConfig, report: dict) -> list[Unit]:
-    """Every (arm, repetition) of the study in a fixed order: base first, cheap SLAM arms before full."""
+    """Every (arm, repetition) of the study in a fixed order: base, then repetition 0 of every arm (cheap
+    SLAM arms before full), then repetition 1, ...: a study stopped early has every arm at equal seeds,
+    a table that compares them all, rather than three seeds of the first arms and none of the rest."""
     from slam.probe import select_layers
 
     n = len(report["scores"])
@@ -108,12 +111,10 @@ def plan_units(cfg: StudyConfig, report: dict) -> list[Unit]:
         # what the pipeline trains: the probe's choice, or bottom-k when the probe reported itself unstable
         "slam-en-only": select_layers(report, cfg.k, cfg.probe_selection),
     }
-    units: list[Unit] = []
-    for arm in [a for a in ARMS if a in cfg.arms]:
-        for rep in range(1 if arm == "base" else cfg.seeds):
-            if arm == "base":
-                units.append(Unit(arm, 0, "none", None, list(cfg.langs)))
-            elif arm in ("full", "two-stage"):
+    units: list[Unit] = [Unit("base", 0, "none", None, list(cfg.langs))]
+    for rep in range(cfg.seeds):
+        for arm in [a for a in ARMS if a in cfg.arms and a != "base"]:
+            if arm in ("full", "two-stage"):
                 units.append(Unit(arm, rep, arm, None, list(cfg.langs)))
             elif arm == "random-k":
                 units.append(Unit(arm, rep, "slam", select_layers(report, cfg.k, "random-k", seed=rep), list(cfg.langs)))
@@ -122,14 +123,15 @@ def plan_units(cfg: StudyConfig, report: dict) -> list[Unit]:
     return units
 
 
-def train_overrides(cfg: StudyConfig, unit: Unit, data: str, tracking_uri: str, parent_run_id: str) -> list[str]:
-    """The `section.key=value` config of one unit's training (slam.config.load_config)."""
+def train_overrides(cfg: StudyConfig, unit: Unit, data: str, tracking_uri: str, parent_key: str) -> list[str]:
+    """The `section.key=value` config of one unit's training (slam.config.load_config); its MLflow run
+    nests under the study's parent run, found by its run key (`parent_key`)."""
     o = [f"model.path={cfg.model}", f"data.train={data}", f"data.langs=[{','.join(unit.data_langs)}]",
          f"train.method={unit.method}", f"train.max_steps={cfg.steps}", f"train.lr={cfg.lr}",
          f"train.seed={unit.rep}", f"train.micro_batch_size={cfg.micro_batch_size}", "train.engine=torch",
          "train.checkpoint_every=20", "train.val_max_examples=32", "train.val_tasks=[cot]",
          f"tracking.uri={tracking_uri}", f"tracking.experiment={cfg.experiment}",
-         f"tracking.parent_run_id={parent_run_id}"]
+         f"tracking.parent={parent_key}"]
     if unit.layers is not None:
         o.append(f"train.layers=[{','.join(map(str, unit.layers))}]")
     return o

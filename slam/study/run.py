@@ -46,7 +46,8 @@ def run_study(cfg: StudyConfig, out: str) -> dict[str, Any]:
     uri = cfg.mlflow_uri or embedded_tracking_uri(root / "mlflow")
     tracker = get_tracker(TrackingConfig(uri=uri, experiment=cfg.experiment))
     t0 = time.time()
-    with tracker.run(f"study-{root.name}", key=f"study/{root}", tags={"slam.step": "study"}) as parent:
+    key = f"study/{root}"
+    with tracker.run(f"study-{root.name}", key=key, tags={"slam.step": "study"}) as parent:
         parent.log_params({"model": cfg.model, "langs": cfg.langs, "arms": cfg.arms, "seeds": cfg.seeds, "k": cfg.k,
                            "steps": cfg.steps, "lr": cfg.lr, "questions": cfg.questions,
                            "probe_layers": ",".join(map(str, report["probe_selected_layers"])),
@@ -57,7 +58,7 @@ def run_study(cfg: StudyConfig, out: str) -> dict[str, Any]:
                 continue
             log.info("study: unit %d/%d %s (layers %s), %.0f s so far", i + 1, len(units), unit.name, unit.layers,
                      time.time() - t0)
-            result = _run_unit(cfg, unit, data, root, uri, parent.id)
+            result = _run_unit(cfg, unit, data, root, uri, key)
             storage.write_json(str(path), result)
             with tracker.run(unit.name, key=f"study/{root}/{unit.name}", parent_run_id=parent.id,
                              tags={"slam.step": "study-arm", "slam.arm": unit.arm}) as run:
@@ -113,7 +114,7 @@ def _probe(cfg: StudyConfig, data: str, out: Path) -> dict:
     return report
 
 
-def _run_unit(cfg: StudyConfig, unit: Unit, data: str, root: Path, tracking_uri: str, parent_id: str) -> dict:
+def _run_unit(cfg: StudyConfig, unit: Unit, data: str, root: Path, tracking_uri: str, parent_key: str) -> dict:
     """Train one unit (none for base) and evaluate it on every task: the unit's JSON content."""
 
     from slam.config import load_config
@@ -123,7 +124,7 @@ def _run_unit(cfg: StudyConfig, unit: Unit, data: str, root: Path, tracking_uri:
     if unit.method != "none":
         from slam.train import train_local
 
-        tcfg = load_config(None, train_overrides(cfg, unit, data, tracking_uri, parent_id))
+        tcfg = load_config(None, train_overrides(cfg, unit, data, tracking_uri, parent_key))
         final = train_local(tcfg, str(root / "train"))
         trained = {"trainable": int(final["trainable"]), "trainable_fraction": float(final["trainable_fraction"]),
                    "train_seconds": _train_seconds(root / "train", final["run_name"], unit.method),
@@ -153,12 +154,14 @@ def _train_seconds(train_root: Path, run_name: str, method: str) -> float:
 
 def _evaluate(cfg: StudyConfig, model: Any, tok: Any, task: str, data: str) -> dict:
     from slam import tasks as task_mods
-    from slam.evaluate import default_data_dir, evaluate_model
+    from slam.evaluate import evaluate_model
     from slam.study.stats import in_format
+    from slam.tasks.sources import benchmark_source
 
     mod = task_mods.get(task)
-    records = mod.load(data if task == "synthetic" else default_data_dir(task), langs=list(cfg.langs),
-                       limit=cfg.questions)
+    # the world's own test split; a benchmark from the data set's test_<task>.jsonl (`slam data build --test`)
+    source = data if task == "synthetic" else benchmark_source(task, "", data)
+    records = mod.load(source, langs=list(cfg.langs), limit=cfg.questions)
     rep = evaluate_model(model, tok, records, batch_size=cfg.eval_batch_size, max_new_tokens=cfg.max_new_tokens,
                          progress=False, extract=mod.extract_answer, stop_pattern=ANSWER_DONE)
     out: dict[str, dict] = {}
