@@ -19,7 +19,7 @@ convention, recomputation not counted): forward 2N + 4*L*s*d per token (N = non-
 lm_head, attention over s tokens); full = 3x forward; slam = forward + activation gradients from the
 lowest trained layer up (= the forward again when layer 0 trains) + 2*N_trained weight gradients,
 i.e. (4N + 2N_t)/6N of full's FLOPs: the step-time floor of SLAM vs full fine-tuning.
-On CPU (--shape tiny): an 8-layer d=64 model, 192 tokens, micro 2 x accum 2, the same code path
+On CPU (--shape tiny): a 6-layer d=32 model, 192 tokens, micro 2 x accum 2, the same code path
 (DeepSpeed ZeRO-2 on its CPU accelerator, bf16, checkpointing), both methods in one process.
 """
 
@@ -40,7 +40,7 @@ PRESET = REPO / "configs" / "metamath-7b.yaml"
 SHAPES = {  # LLaMA-2-7B (meta-llama/Llama-2-7b-hf config.json) and a tiny one of the same family
     "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5),
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=8, num_attention_heads=4,
+    "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=6, num_attention_heads=4,
                  num_key_value_heads=4, vocab_size=512, max_position_embeddings=256, rms_norm_eps=1e-5),
 }
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "L4": 121.0}
