@@ -50,44 +50,6 @@ def test_batched_generation_matches_one_at_a_time(tok, arch):
     assert 0 < n_batched <= 10 * len(QUESTIONS)
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2", "opt", "bloom"])
-def test_greedy_loop_gives_model_generate_tokens_while_rows_leave_the_batch(tok, arch):
-    """Our decoding loop drops finished rows from the batch and its cache; the tokens must stay exactly
-    model.generate's (same rows ending at EOS, at a stop string, at the pattern, or at the budget)."""
-    from slam.prompts import encode_prompt
-
-    m = tiny_model(arch, 2, vocab_size=max(len(tok), 256), initializer_range=0.3).eval()
-    prompts = [encode_prompt(tok, q) for q in QUESTIONS * 2]
-    width = max(map(len, prompts))
-    ids = torch.full((len(prompts), width), tok.pad_token_id)
-    mask = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):], mask[i, width - len(p):] = torch.tensor(p), 1
-    eos = generation._eos_ids(m, tok)
-    with torch.inference_mode():
-        free = generation._hf_batch(m, tok, ids, mask, max_new_tokens=12, eos_ids=eos, pad_id=tok.pad_token_id,
-                                    stop_strings=(), rx=None)
-    def text_at(row, start):  # a printable token the row writes at or after `start`
-        return next((t for t in (tok.decode([x]) for x in free[row][start:]) if t.isascii() and t.strip()
-                     and t.isprintable()), None)
-
-    # stop strings and a pattern taken from what the rows write, so rows end at different steps
-    stops = tuple(sorted({t for t in (text_at(0, 3), text_at(1, 6)) if t}))
-    rx = generation.re.compile(generation.re.escape(text_at(2, 8))) if text_at(2, 8) else None
-    kw = dict(max_new_tokens=12, eos_ids=eos, pad_id=tok.pad_token_id, stop_strings=stops, rx=rx)
-    with torch.inference_mode():
-        ours, ref = generation._greedy_batch(m, tok, ids, mask, **kw), generation._hf_batch(m, tok, ids, mask, **kw)
-    assert ours == ref
-    assert len({len(r) for r in ours}) > 1, "rows must end at different steps for the test to mean anything"
-    assert generation._plain_greedy(m)
-
-
-def test_logit_processing_models_go_through_model_generate(tok, model):
-    m = tiny_model("llama", 2, vocab_size=max(len(tok), 256), initializer_range=0.3)
-    m.generation_config.repetition_penalty = 1.3
-    assert not generation._plain_greedy(m) and generation._plain_greedy(model)
-
-
 def test_right_padding_would_break_the_comparison(tok, model):
     """Control for the test above: the same batch right-padded gives different greedy answers."""
     from slam.prompts import encode_prompt
