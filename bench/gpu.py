@@ -10,7 +10,9 @@ CUDA (so peak memory is per method): slam.train.train_local with the preset + ov
 model of the LLaMA-2-7B shape (32 layers, d 4096, FFN 11008, 32 heads, vocab 32000, written once in bf16
 under --work) and rows that each fill max_length. One step more than measured runs (step 1 = warm-up:
 allocator, DeepSpeed buckets); the loop is stopped when step steps+2 would start, so the 7B full
-fine-tuning's ~80 GB optimizer checkpoint is never written. Step time = time between step starts.
+fine-tuning's ~80 GB optimizer checkpoint is never written. Step time = time between step starts. A method
+that fails (full fine-tuning of 7B needs ~16 bytes/parameter of states on a single GPU: reduce --micro, or
+run on more GPUs) is reported as failed and the other one still measured.
 
 Printed per method: median step time, tokens/s per GPU (all rows are max_length long: no padding), peak
 GPU memory (torch.cuda.max_memory_allocated), model FLOPs per token and MFU against --peak-tflops
@@ -68,6 +70,9 @@ def make_model(d: Path, shape: str) -> Path:
     model.save_pretrained(tmp)
     tiny_tokenizer().save_pretrained(tmp)
     tmp.rename(d)
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the runs below are child processes: leave them the whole GPU
     return d
 
 
@@ -171,11 +176,14 @@ def report(res: dict) -> None:
           f"{res['max_length']} tokens/row, {res['device']}")
     print(f"{'':10s}{'step s':>9s}{'tok/s/GPU':>11s}{'peak GiB':>10s}{'TFLOP/s':>9s}{'MFU':>7s}  FLOPs/token")
     for r in res["methods"]:
+        if "error" in r:
+            print(f"{r['method']:10s}failed: {r['error'][:120]}")
+            continue
         mem = "—" if r["peak_gpu_mem_gib"] is None else f"{r['peak_gpu_mem_gib']:.1f}"
         mfu = "—" if r["mfu"] is None else f"{r['mfu']:.3f}"
         print(f"{r['method']:10s}{r['median_step_s']:9.3f}{r['tokens_per_s_per_gpu']:11,.0f}{mem:>10s}"
               f"{r['model_tflops_per_s']:9.2f}{mfu:>7s}  {r['flops_per_token']:.3g}")
-    by = {r["method"]: r for r in res["methods"]}
+    by = {r["method"]: r for r in res["methods"] if "error" not in r}
     if {"slam", "full"} <= set(by):
         s, f = by["slam"], by["full"]
         print(f"slam/full: step time {s['median_step_s'] / f['median_step_s']:.3f} (FLOP floor "
@@ -212,8 +220,14 @@ def main(argv: list[str] | None = None) -> dict:
     for m in a.methods.split(","):
         if torch.cuda.is_available():  # one process per method: its own peak memory, nothing left over
             argv_child = [sys.executable, __file__, "--one", m, *(argv if argv is not None else sys.argv[1:])]
-            r = subprocess.run(argv_child, check=True, stdout=subprocess.PIPE, text=True, cwd=REPO)
-            methods.append(json.loads(r.stdout.rsplit("RESULT ", 1)[1]))
+            print(f"{m}: running the preset loop ({a.steps} + 1 steps) in a child process", flush=True)
+            r = subprocess.run(argv_child, capture_output=True, text=True, cwd=REPO)
+            if r.returncode == 0 and "RESULT " in r.stdout:
+                methods.append(json.loads(r.stdout.rsplit("RESULT ", 1)[1]))
+            else:  # e.g. full fine-tuning of 7B out of memory on one GPU: say so, measure the other method
+                err = (r.stderr.strip().splitlines() or ["?"])[-1]
+                print(f"{m}: failed (exit {r.returncode}):\n" + "\n".join(r.stderr.splitlines()[-20:]), file=sys.stderr)
+                methods.append({"method": m, "error": err})
         else:
             methods.append(run_method(a, m, model_dir, data, per_row))
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU x{os.cpu_count()}"
