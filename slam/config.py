@@ -134,6 +134,9 @@ class TrainConfig:
     chunked_loss: bool = True
     """Loss from the final hidden states on response tokens only, in chunks: the full logits are never
     materialized (less memory, same value: checked on the first batch, else the model's own loss is used)."""
+    group_by_length: bool = True
+    """Micro-batches of rows of similar length (seeded, still one pass over the data per epoch): far less
+    padding to compute than random batches. false = plain shuffled batches."""
     max_grad_norm: float = 1.0
     seed: int = 0
     val_every: int = 0

@@ -193,6 +193,36 @@ def test_batch_schedule_covers_each_example_once_per_epoch(micro, accum, world_s
         micro_batches(n, 3, seed=7, micro=micro, accum=accum, rank=0, world=world_size)
 
 
+@pytest.mark.parametrize("micro,accum,world_size,n", [(4, 1, 1, 56), (2, 2, 2, 48), (3, 1, 2, 50), (4, 1, 1, 700)])
+def test_length_grouped_schedule_covers_each_example_once_and_cuts_padding(micro, accum, world_size, n):
+    gen = torch.Generator().manual_seed(3)
+    lengths = (torch.randint(40, 300, (n,), generator=gen)).tolist()
+    g = micro * accum * world_size
+    kw = dict(seed=7, micro=micro, accum=accum, world=world_size)
+
+    def epoch(lens):
+        out = []
+        for step in range(1, n // g + 1):
+            for rank in range(world_size):
+                out.extend(micro_batches(n, step, rank=rank, lengths=lens, **kw))
+        return out
+
+    grouped, plain = epoch(lengths), epoch(None)
+    seen = [i for mb in grouped for i in mb]
+    assert all(len(mb) == micro for mb in grouped)
+    assert len(seen) == len(set(seen)) == (n // g) * g          # each example at most once per epoch
+    assert micro_batches(n, 2, rank=0, lengths=list(lengths), **kw) == micro_batches(n, 2, rank=0, lengths=lengths, **kw)
+
+    def padded(mbs):  # tokens computed = rows x the longest row of their micro-batch
+        return sum(len(mb) * max(lengths[i] for i in mb) for mb in mbs)
+
+    real = sum(lengths[i] for i in seen)
+    assert padded(grouped) - real < 0.25 * (padded(plain) - sum(lengths[i] for mb in plain for i in mb))
+    # not simply sorted: the micro-batches of an epoch come in a seeded random order of lengths
+    firsts = [lengths[mb[0]] for mb in grouped]
+    assert firsts != sorted(firsts) and firsts != sorted(firsts, reverse=True)
+
+
 @pytest.mark.parametrize("total,warmup,min_ratio,checks", [
     (10, 0.0, 0.0, {0: 1.0, 10: 0.0}),
     (10, 0.2, 0.1, {0: 1 / 3, 1: 2 / 3, 2: 1.0, 10: 0.1}),

@@ -100,6 +100,7 @@ def train_loop(config: dict[str, Any], session: Any = None) -> dict[str, Any]:
                         f"({len(bad)} quarantined as too long)")
     global_batch = t.micro_batch_size * t.grad_accum * world
     n_steps = batches.total_steps(len(train_ex), t.epochs, t.max_steps, global_batch)
+    lengths = [len(e["input_ids"]) for e in train_ex] if t.group_by_length else None
 
     def batch_of(idx: list[int], pool: list[dict]) -> dict[str, torch.Tensor]:
         return {k: v.to(device) for k, v in collate([pool[i] for i in idx], tok.pad_token_id).items()}
@@ -187,7 +188,7 @@ def train_loop(config: dict[str, Any], session: Any = None) -> dict[str, Any]:
             _maybe_fail(step, run_dir, rank)
             losses, tokens = [], 0
             for idx in batches.micro_batches(len(train_ex), step, seed=t.seed, micro=t.micro_batch_size,
-                                        accum=t.grad_accum, rank=rank, world=world):
+                                        accum=t.grad_accum, rank=rank, world=world, lengths=lengths):
                 batch = batch_of(idx, train_ex)
                 tokens += int(batch["attention_mask"].sum())
                 loss = engine.forward(batch)
