@@ -118,11 +118,13 @@ def params(bucket: str, model: str, mlflow: str, **over) -> dict:
          "probe_top_k": 2, "k_grid": "1,2", "launcher": "kuberay", "storage": f"{bucket}/runs",
          "mlflow_uri": mlflow, "experiment": "cluster-path", "registry_name": "slam-cluster-path",
          "eval_limit": 2, "eval_max_new_tokens": 8,
-         "tune_overrides": ("tune.max_steps=2;tune.asha=false;train.engine=torch;train.num_workers=1;"
-                            "train.micro_batch_size=2;train.report_every=1;train.val_max_examples=4;data.max_length=256"),
-         "train_overrides": ("train.engine=torch;train.num_workers=2;train.max_steps=16;train.checkpoint_every=2;"
-                             "train.micro_batch_size=2;train.report_every=2;train.val_max_examples=4;"
-                             "data.max_length=256;train.max_failures=0")}
+         # list parameters (what `slam pipeline submit section.key=value` compiles to)
+         "tune_overrides": ["tune.max_steps=2", "tune.asha=false", "train.engine=torch", "train.num_workers=1",
+                            "train.micro_batch_size=2", "train.report_every=1", "train.val_max_examples=4",
+                            "data.max_length=256"],
+         "train_overrides": ["train.engine=torch", "train.num_workers=2", "train.max_steps=16",
+                             "train.checkpoint_every=2", "train.micro_batch_size=2", "train.report_every=2",
+                             "train.val_max_examples=4", "data.max_length=256", "train.max_failures=0"]}
     p.update(over)
     return p
 
@@ -267,7 +269,7 @@ def test_a_cancelled_step_deletes_its_rayjob(cluster, cluster_ray, pods, package
     """KFP's Terminate sends SIGTERM to the step's pod: the launcher deletes its RayJob before it exits
     (the pod object is left in place here, so it is the signal handler, not the garbage collector)."""
     p = params(bucket, tiny_on_s3, mlflow_server.uri)
-    p["train_overrides"] = p["train_overrides"].replace("train.max_steps=16", "train.max_steps=400")
+    p["train_overrides"] = [o.replace("train.max_steps=16", "train.max_steps=400") for o in p["train_overrides"]]
     thread, run, box = run_in_thread(pods, package, p, service_account="slam-pipeline")
     name = wait_for(lambda: next((j["metadata"]["name"] for j in cluster.rayjobs()
                                   if j["metadata"]["labels"].get("app.kubernetes.io/component") == "train"
