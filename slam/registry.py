@@ -22,9 +22,11 @@ Race-safe and idempotent:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +102,21 @@ def training_run_id(tracker: Any, manifest: dict) -> str:
         return ""
     found = tracker.find_run(str(key))
     return found.info.run_id if found is not None else ""
+
+
+@contextlib.contextmanager
+def _global_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow 3.17's database/file registry stores resolve a `models:/m-…` source through a fresh
+    MlflowClient(), i.e. the *global* tracking URI, not the client's (their own TODO): with an embedded
+    sqlite store that global URI must be ours for the duration of the call (a server resolves it itself)."""
+    import mlflow
+
+    before = mlflow.get_tracking_uri() if mlflow.tracking.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
 
 
 def _log_model(tracker: MlflowTracker, *, source_run_id: str, name: str, delta_dir: Path, base: str, template: str,
@@ -254,9 +271,10 @@ def register_delta(tracking: TrackingConfig, delta_uri: str, eval_uri: str, *, n
                                       base=base, template=template, card=card,
                                       params={"layers": ",".join(map(str, manifest.get("layers") or [])),
                                               "base_model": base, "delta_fingerprint": fp})
-                return tracker._call("create model version", tracker.client.create_model_version, name,
-                                     f"models:/{model_id}", run_id=source_run, model_id=model_id,
-                                     tags=_version_tags(manifest, evidence, fp, base, report), description=card)
+                with _global_tracking_uri(tracker.uri):
+                    return tracker._call("create model version", tracker.client.create_model_version, name,
+                                         f"models:/{model_id}", run_id=source_run, model_id=model_id,
+                                         tags=_version_tags(manifest, evidence, fp, base, report), description=card)
 
             mv, created = _ensure_version(tracker, name, fp, create)
             decision, mv = _decide_in_order(tracker, name, str(mv.version), tracking.gate_margin)

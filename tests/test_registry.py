@@ -288,7 +288,7 @@ def test_cli_register_embedded_store_and_bad_input(tiny_model_dir, tmp_path, cap
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     delta = make_delta(tiny_model_dir, tmp_path / "delta", seed=7)
     evaluation = write_eval(tmp_path / "eval.json", 0.3, 0.2, 0.5)
-    args = ["register", "--delta", str(delta), "--eval", str(evaluation), "--name", "cli-model", "--tracking-uri", uri]
+    args = ["register", "--delta", str(delta), "--eval", str(evaluation), "--name", "cli-model", f"tracking.uri={uri}"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "cli-model version 1 is the new champion: no champion yet" in out
