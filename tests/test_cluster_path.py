@@ -121,10 +121,10 @@ def params(bucket: str, model: str, mlflow: str, **over) -> dict:
          # list parameters (what `slam pipeline submit section.key=value` compiles to)
          "tune_overrides": ["tune.max_steps=2", "tune.asha=false", "train.engine=torch", "train.num_workers=1",
                             "train.micro_batch_size=2", "train.report_every=1", "train.val_max_examples=4",
-                            "data.max_length=256"],
+                            "data.max_length=512"],
          "train_overrides": ["train.engine=torch", "train.num_workers=2", "train.max_steps=16",
                              "train.checkpoint_every=2", "train.micro_batch_size=2", "train.report_every=2",
-                             "train.val_max_examples=4", "data.max_length=256", "train.max_failures=0"]}
+                             "train.val_max_examples=4", "data.max_length=512", "train.max_failures=0"]}
     p.update(over)
     return p
 
