@@ -69,7 +69,7 @@ def test_champion_on_de_fr_then_sw_arrives_and_the_gate_decides_per_language(tmp
         "mlflow_uri": uri, "registry_name": "slam-watch", "gate_margin": 1.0, "k_grid": "2",
         "probe_questions": 4, "probe_top_k": 2, "eval_limit": 4, "eval_max_new_tokens": 8,
         "train_overrides": ["train.max_steps=2", "train.engine=torch", "train.micro_batch_size=2",
-                            "train.val_max_examples=4", "data.max_length=256"], "tune_overrides": []}
+                            "train.val_max_examples=4", "data.max_length=512"], "tune_overrides": []}
     client = MlflowClient(uri)
 
     # tick 1: no champion yet -> train on de,fr (+en), register version 1 as champion
