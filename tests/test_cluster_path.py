@@ -119,7 +119,7 @@ def params(bucket: str, model: str, mlflow: str, **over) -> dict:
          "mlflow_uri": mlflow, "experiment": "cluster-path", "registry_name": "slam-cluster-path",
          "eval_limit": 2, "eval_max_new_tokens": 8,
          # list parameters (what `slam pipeline submit section.key=value` compiles to)
-         "tune_overrides": ["tune.max_steps=2", "tune.asha=false", "train.engine=torch", "train.num_workers=1",
+         "tune_overrides": ["tune.max_steps=2", "tune.asha=false", "tune.metric=val_loss", "train.engine=torch", "train.num_workers=1",
                             "train.micro_batch_size=2", "train.report_every=1", "train.val_max_examples=4",
                             "data.max_length=512"],
          "train_overrides": ["train.engine=torch", "train.num_workers=2", "train.max_steps=16",
