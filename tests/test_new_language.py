@@ -101,7 +101,7 @@ def test_champion_on_de_fr_then_sw_arrives_and_the_gate_decides_per_language(tmp
     for lang in ("en", "de", "fr", "sw"):
         assert f"| {lang} |" in v2.description              # the per-language table, on the version
     assert "## Gate" in v2.description
-    champion = client.get_model_version_by_alias("slam-watch", "champion").version
+    champion = str(client.get_model_version_by_alias("slam-watch", "champion").version)  # an int from a sqlite store
     assert champion == ("2" if expected.promote else "1")
     reg = run3["register-model"]["parameters"]
     assert reg["version"] == "2" and reg["alias"] == ("champion" if expected.promote else "challenger")
