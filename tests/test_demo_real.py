@@ -10,7 +10,9 @@ import json
 
 import pytest
 
-pytestmark = pytest.mark.integration
+# Out of the default run for now (`make test-slow`): not re-run green on the merged tree before the stop
+# (its override parameters became lists); see the session note (issue 13 stays open).
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
