@@ -47,8 +47,36 @@ def compile_pipeline(out: str | os.PathLike, opts: Any = None) -> str:
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(opts or CompileOptions()), str(out))
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.yaml")
+    try:
+        compiler.Compiler().compile(build_pipeline(opts or CompileOptions()), str(tmp))
+        tmp.write_text(exec_executor(tmp.read_text(encoding="utf-8")), encoding="utf-8")
+        os.replace(tmp, out)  # never a half-written package at `out`
+    finally:
+        tmp.unlink(missing_ok=True)
     return str(out)
+
+
+_EXECUTOR_LINE = "_KFP_RUNTIME=true python3 -m kfp.dsl.executor_main"
+
+
+def exec_executor(text: str) -> str:
+    """Make each step's Python process the container's main process: KFP runs it under `sh -ec '...;
+    python3 -m kfp.dsl.executor_main ...'`, and on Terminate Argo's emissary sends SIGTERM to that shell's
+    process group and then waits for the SHELL only - the shell dies at once, the container ends and the
+    step's Python process is killed before its SIGTERM handler has deleted the step's RayJob (whose GPUs
+    would then run on until its deadline). `exec` puts Python in the shell's place, so the handler runs
+    and the container lasts until it is done (within terminationGracePeriodSeconds)."""
+    import yaml
+
+    n = text.count(_EXECUTOR_LINE)
+    text = text.replace(_EXECUTOR_LINE, "_KFP_RUNTIME=true exec python3 -m kfp.dsl.executor_main")
+    executors = (next(yaml.safe_load_all(text)).get("deploymentSpec") or {}).get("executors") or {}
+    scripts = [" ".join(e["container"].get("command") or []) for e in executors.values() if "container" in e]
+    if n != len(scripts) or not all("exec python3 -m kfp.dsl.executor_main" in s for s in scripts):
+        raise SlamError(f"compiled pipeline: expected {len(scripts)} KFP executor command(s) to rewrite, found {n} "
+                        f"(a kfp release with a new component command?)")
+    return text
 
 
 def pipeline_inputs() -> dict[str, Any]:

@@ -79,6 +79,15 @@ def exists(uri: str | os.PathLike) -> bool:
     uri = str(uri)
     if not is_s3(uri):
         return Path(uri).exists()
+    if _s3_object_exists(uri):
+        return True
+    bucket, key = split_s3(uri)
+    resp = s3_call(uri, s3_client().list_objects_v2, Bucket=bucket, Prefix=key.rstrip("/") + "/", MaxKeys=1)
+    return resp.get("KeyCount", 0) > 0
+
+
+def _s3_object_exists(uri: str) -> bool:
+    """HEAD one object: True/False, any other answer (403, network) a one-line SlamError."""
     from botocore.exceptions import ClientError
 
     bucket, key = split_s3(uri)
@@ -86,12 +95,11 @@ def exists(uri: str | os.PathLike) -> bool:
         s3_client().head_object(Bucket=bucket, Key=key)
         return True
     except ClientError as e:
-        if not not_found(e, head=True):
-            raise s3_error(e, uri) from None
+        if not_found(e, head=True):
+            return False
+        raise s3_error(e, uri) from None
     except Exception as e:
         raise s3_error(e, uri) from None
-    resp = s3_call(uri, s3_client().list_objects_v2, Bucket=bucket, Prefix=key.rstrip("/") + "/", MaxKeys=1)
-    return resp.get("KeyCount", 0) > 0
 
 
 def read_bytes(uri: str | os.PathLike) -> bytes:
@@ -301,18 +309,7 @@ def content_digest(uri: str | os.PathLike) -> str:
 
 
 def _is_file(uri: str) -> bool:
-    if not is_s3(uri):
-        return Path(uri).is_file()
-    from botocore.exceptions import ClientError
-
-    bucket, key = split_s3(uri)
-    try:
-        s3_client().head_object(Bucket=bucket, Key=key)
-        return True
-    except ClientError as e:
-        if not_found(e, head=True):
-            return False
-        raise s3_error(e, uri) from None
+    return _s3_object_exists(uri) if is_s3(uri) else Path(uri).is_file()
 
 
 def verify_dir(local: str | os.PathLike, marker: dict[str, Any], uri: str) -> None:

@@ -205,7 +205,24 @@ class NullTracker:
 # MLflow
 
 
-class MlflowRun:
+class TextArtifacts:
+    """`log_dict` / `log_text` for any run with `log_artifact` (written to a temp file, then logged)."""
+
+    def log_artifact(self, local_path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        raise NotImplementedError
+
+    def log_dict(self, obj: Any, artifact_file: str) -> None:
+        self.log_text(json.dumps(obj, indent=2, default=str), artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        with tempfile.TemporaryDirectory(prefix="slam-track-") as tmp:
+            f = Path(tmp) / Path(artifact_file).name
+            f.write_text(text, encoding="utf-8")
+            parent = str(Path(artifact_file).parent)
+            self.log_artifact(f, None if parent == "." else parent)
+
+
+class MlflowRun(TextArtifacts):
     """One MLflow run addressed by id; every call goes through the tracker's bounded retries."""
 
     def __init__(self, tracker: MlflowTracker, run_id: str, name: str) -> None:
@@ -241,16 +258,6 @@ class MlflowRun:
             raise SlamError(f"cannot log artifact {p}: no such file or directory")
         fn = self._t.client.log_artifacts if p.is_dir() else self._t.client.log_artifact
         self._t._call(f"log artifact {p.name}", fn, self.id, str(p), artifact_path)
-
-    def log_dict(self, obj: Any, artifact_file: str) -> None:
-        self.log_text(json.dumps(obj, indent=2, default=str), artifact_file)
-
-    def log_text(self, text: str, artifact_file: str) -> None:
-        with tempfile.TemporaryDirectory(prefix="slam-track-") as tmp:
-            f = Path(tmp) / Path(artifact_file).name
-            f.write_text(text, encoding="utf-8")
-            parent = str(Path(artifact_file).parent)
-            self.log_artifact(f, None if parent == "." else parent)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag

@@ -15,7 +15,6 @@ drain, then gives up with one warning: training results are in storage regardles
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -27,12 +26,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from slam.tracking import TextArtifacts
+
 log = logging.getLogger(__name__)
 
 MAX_QUEUED_METRICS = 200_000  # ~40 MB; beyond it the oldest buffered metric points are dropped (counted)
 
 
-class BufferedRun:
+class BufferedRun(TextArtifacts):
     """Same calls as `slam.tracking.MlflowRun`; `id` is "" until MLflow has answered once."""
 
     def __init__(self, tracker: Any, name: str, key: str, tags: dict[str, str], parent_run_id: str = "",
@@ -94,16 +95,6 @@ class BufferedRun:
         copy.parent.mkdir(parents=True)
         (shutil.copytree if p.is_dir() else shutil.copy2)(p, copy)
         self._put("artifact", (copy, artifact_path))
-
-    def log_dict(self, obj: Any, artifact_file: str) -> None:
-        self.log_text(json.dumps(obj, indent=2, default=str), artifact_file)
-
-    def log_text(self, text: str, artifact_file: str) -> None:
-        with tempfile.TemporaryDirectory(prefix="slam-track-") as tmp:
-            f = Path(tmp) / Path(artifact_file).name
-            f.write_text(text, encoding="utf-8")
-            parent = str(Path(artifact_file).parent)
-            self.log_artifact(f, None if parent == "." else parent)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from slam.tracking import _param_value

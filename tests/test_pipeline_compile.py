@@ -199,3 +199,46 @@ def test_slam_cli_compile_and_cron_error(tmp_path, capsys):
     assert main(["pipeline", "schedule", "--host", "http://127.0.0.1:9", "--cron", "0 0 3 * * *",
                  "languages_uri=s3://b/languages"]) == 2
     assert "needs mlflow_uri" in capsys.readouterr().err
+
+
+def test_each_step_execs_python_so_sigterm_reaches_its_handler(compiled, tmp_path):
+    """Argo's emissary sends Terminate's SIGTERM to the step's process group and waits for its main
+    process only. Under KFP's `sh -ec '...; python3 -m ...'` the shell died at once and took the step
+    with it, before the step's handler deleted its RayJob. Run the compiled command's script for real
+    (python3 swapped for a handler that takes a while): the main process must be the Python one."""
+    import os
+    import shlex
+    import signal
+    import subprocess
+    import sys
+
+    _, docs = compiled
+    scripts = [e["container"]["command"] for e in docs[0]["deploymentSpec"]["executors"].values()]
+    assert len(scripts) == len(STEPS)
+    for command in scripts:
+        assert command[:2] == ["sh", "-ec"] and "exec python3 -m kfp.dsl.executor_main" in command[2]
+
+    done = tmp_path / "cleaned-up"
+    handler = (f"import signal, sys, time\n"
+               f"def h(*_):\n    time.sleep(1.0); open({str(done)!r}, 'w').write('ok'); sys.exit(3)\n"
+               f"signal.signal(signal.SIGTERM, h)\nprint('ready', flush=True)\ntime.sleep(60)\n")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "python3").write_text(f"#!/bin/sh\nexec {sys.executable} -c {shlex.quote(handler)}\n")
+    (bindir / "python3").chmod(0o755)
+    proc = subprocess.Popen(["sh", "-ec", scripts[0][2], "component-source"], start_new_session=True,
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"})
+    assert proc.stdout.readline().strip() == "ready"
+    os.killpg(proc.pid, signal.SIGTERM)  # what the emissary does
+    assert proc.wait(30) == 3  # the main process ran its handler to the end (not -15: a shell killed by it)
+    assert done.read_text() == "ok"
+
+
+def test_a_changed_kfp_command_is_refused_not_compiled_silently():
+    from pipeline.kfp_client import exec_executor
+    from slam.errors import SlamError
+
+    spec = ("deploymentSpec:\n  executors:\n    exec-a:\n      container:\n        command: [sh, -ec, "
+            "'python3 -m kfp.dsl.executor_main --x']\n")
+    with pytest.raises(SlamError, match="expected 1 KFP executor"):
+        exec_executor(spec)

@@ -20,7 +20,9 @@ What a task's pod is here, as on a cluster:
 - network: only `network` (host:port of the cluster's services) is reachable (the image's audit hook);
 - nested DAGs (`dsl.If`): run in their own scope when the trigger condition holds, else Skipped;
 - retries: `retryPolicy.maxRetryCount`, each attempt a new pod, backoff scaled by `backoff_scale`;
-- cancel: SIGTERM to the pod's process group (what the kubelet/Argo do), SIGKILL after `grace_s`;
+- cancel: SIGTERM to the pod's process group (what Argo's emissary does), SIGKILL after `grace_s`;
+- the container's main process: when it exits, whatever else runs in the pod is killed at once (the
+  PID namespace ends with its PID 1), so cleanup left to a child of a dead shell never happens;
   with `delete_pod=True` the Pod object is deleted afterwards, so the garbage collector removes what
   the pod owned.
 
@@ -298,6 +300,10 @@ class KfpPods:
                 time.sleep(0.2)
         finally:
             run.procs.pop(tname, None)
+            try:  # the main process is gone: so is everything else in its container
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         a.rc, a.seconds = proc.returncode, time.monotonic() - t0
         self._finish(pod_name, a)
         return a
