@@ -193,6 +193,8 @@ def mlflow_links(uri: str, run_dir: str, experiment: str = "slam", model: tuple[
     except Exception as e:  # noqa: BLE001 - links are a convenience; the results are in storage
         log.warning("could not read the MLflow runs back: %s", e)
     return links
+
+
 def build_real_data(params: dict[str, Any], shared_data: str, sizes: dict[str, Any]) -> str:
     """The reduced real data set under <storage>/data/real-<key> (reused when already complete)."""
     from slam import storage

