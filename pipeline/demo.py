@@ -75,8 +75,11 @@ REAL_PARAMS: dict[str, Any] = {
     **DEMO_PARAMS,
     "languages": "en,de,zh,sw",
     "eval_tasks": "mgsm",
-    "tune_overrides": ["tune.max_steps=8", "tune.asha=false", "train.engine=torch", "train.lr=2e-4", "train.report_every=4", "train.micro_batch_size=4", "train.val_max_examples=16", "data.max_length=512"],
-    "train_overrides": ["train.max_steps=60", "train.lr=2e-4", "train.num_workers=2", "train.micro_batch_size=2", "train.report_every=10", "train.val_max_examples=32", "data.max_length=512"],
+    "tune_overrides": ["tune.max_steps=8", "tune.asha=false", "train.engine=torch", "train.lr=2e-4",
+                       "train.report_every=4", "train.micro_batch_size=4", "train.val_max_examples=16",
+                       "data.max_length=512"],
+    "train_overrides": ["train.max_steps=60", "train.lr=2e-4", "train.num_workers=2", "train.micro_batch_size=2",
+                        "train.report_every=10", "train.val_max_examples=32", "data.max_length=512"],
     "eval_limit": 8,
     "eval_max_new_tokens": 160,
 }
@@ -86,7 +89,8 @@ REAL_QUICK_PARAMS: dict[str, Any] = {
     "languages": "en,de,zh",
     "probe_top_k": 2,
     "k_grid": "2",  # one candidate: the tune step decides without a search (the synthetic quick demo runs Tune)
-    "train_overrides": ["train.max_steps=4", "train.lr=2e-4", "train.micro_batch_size=2", "train.report_every=2", "train.val_max_examples=4", "data.max_length=512"],
+    "train_overrides": ["train.max_steps=4", "train.lr=2e-4", "train.micro_batch_size=2", "train.report_every=2",
+                        "train.val_max_examples=4", "data.max_length=512"],
     "eval_limit": 2,
     "eval_max_new_tokens": 24,
 }

@@ -408,8 +408,13 @@ class MlflowTracker:
         return self._parents[key]
 
     def set_pipeline_status(self, run_id: str, status: str) -> None:
-        """FINISHED by the last step, FAILED by a failing one (a KFP retry reopens it)."""
-        if run_id:
+        """FINISHED by the last step, FAILED by a failing one (a KFP retry reopens it). A final status also
+        records the end time: `update_run` alone leaves it empty, and the UI's Duration column with it."""
+        if not run_id:
+            return
+        if status in ("FINISHED", "FAILED", "KILLED"):
+            self._call("set pipeline status", self.client.set_terminated, run_id, status=status)
+        else:
             self._call("set pipeline status", self.client.update_run, run_id, status=status)
 
     def _parent_key(self, key: str, parent_key: str | None) -> str:
