@@ -58,6 +58,7 @@ def compile_pipeline(out: str | os.PathLike, opts: Any = None) -> str:
 
 
 _EXECUTOR_LINE = "_KFP_RUNTIME=true python3 -m kfp.dsl.executor_main"
+_EXEC_LINE = _EXECUTOR_LINE.replace(" python3 ", " exec python3 ")
 
 
 def exec_executor(text: str) -> str:
@@ -70,10 +71,10 @@ def exec_executor(text: str) -> str:
     import yaml
 
     n = text.count(_EXECUTOR_LINE)
-    text = text.replace(_EXECUTOR_LINE, "_KFP_RUNTIME=true exec python3 -m kfp.dsl.executor_main")
+    text = text.replace(_EXECUTOR_LINE, _EXEC_LINE)
     executors = (next(yaml.safe_load_all(text)).get("deploymentSpec") or {}).get("executors") or {}
     scripts = [" ".join(e["container"].get("command") or []) for e in executors.values() if "container" in e]
-    if n != len(scripts) or not all("exec python3 -m kfp.dsl.executor_main" in s for s in scripts):
+    if n != len(scripts) or not all(_EXEC_LINE in s for s in scripts):
         raise SlamError(f"compiled pipeline: expected {len(scripts)} KFP executor command(s) to rewrite, found {n} "
                         f"(a kfp release with a new component command?)")
     return text

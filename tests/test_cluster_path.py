@@ -33,7 +33,7 @@ from kubestandin.sandbox import Sandbox
 from slam import storage
 from slam.launch.entry import ENTRYPOINT
 
-pytestmark = [pytest.mark.integration]
+pytestmark = pytest.mark.integration
 NS = "slam"
 IMAGE_NAME = "registry.example.com/slam:cluster-path"
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
@@ -119,8 +119,8 @@ def params(bucket: str, model: str, mlflow: str, **over) -> dict:
          "mlflow_uri": mlflow, "experiment": "cluster-path", "registry_name": "slam-cluster-path",
          "eval_limit": 2, "eval_max_new_tokens": 8,
          # list parameters (what `slam pipeline submit section.key=value` compiles to)
-         "tune_overrides": ["tune.max_steps=2", "tune.asha=false", "tune.metric=val_loss", "train.engine=torch", "train.num_workers=1",
-                            "train.micro_batch_size=2", "train.report_every=1", "train.val_max_examples=4",
+         "tune_overrides": ["tune.max_steps=2", "tune.asha=false", "tune.metric=val_loss", "train.engine=torch",
+                            "train.num_workers=1", "train.micro_batch_size=2", "train.report_every=1", "train.val_max_examples=4",
                             "data.max_length=512"],
          "train_overrides": ["train.engine=torch", "train.num_workers=2", "train.max_steps=16",
                              "train.checkpoint_every=2", "train.micro_batch_size=2", "train.report_every=2",
@@ -197,7 +197,8 @@ def test_the_whole_dag_runs_as_pods_with_the_kuberay_launcher(cluster, cluster_r
     train = wait_for(lambda: rayjob_of(cluster, "train"), 900, "the train RayJob")
     assert cluster.faults.injected > injected0  # the tune step's launcher met the 500s and carried on
     # only the training run's checkpoints (runs/slam-<method>-<hash>/): the Tune trials checkpoint too
-    first_ckpt = wait_for(lambda: checkpoints(f"{bucket}/runs", training_only=True), 600, "a training checkpoint on S3", every=0.5)
+    first_ckpt = wait_for(lambda: checkpoints(f"{bucket}/runs", training_only=True), 600, "a training checkpoint on S3",
+                          every=0.5)
     job_id = wait_for(lambda: (cluster.rayjob(train["metadata"]["name"]) or {}).get("status", {}).get("jobId"), 60,
                       "the train Ray job id")
     assert cluster_ray.job_client().get_job_status(job_id).value == "RUNNING"
