@@ -4,13 +4,14 @@
 """
 
 import json
+import re
 
 import pytest
 import torch
 
 from slam import evaluate, generation
 from slam.errors import SlamError
-from slam.testing import tiny_model, tiny_tokenizer
+from slam.testing import TINY_ARCHS, tiny_model, tiny_tokenizer
 
 QUESTIONS = [
     "Janet has 3 apples and buys 5 more. How many apples does she have?",
@@ -81,6 +82,70 @@ def test_generation_stops_at_eos(model):
     assert outs[0] == ""  # stopped at the EOS, which is special and not decoded
     others, n_others = generation.generate(model, t, QUESTIONS[1:], max_new_tokens=8)
     assert outs[1:] == others and n == n_others + 1 and n_others > 0
+
+
+MORE_QUESTIONS = [*QUESTIONS, "12", "Tom reads 4 pages a day for 7 days.", "Wie viel ist 3 + 5?", "y z",
+                  "A train leaves at 3 pm and arrives at 7 pm; how long is the trip in minutes, exactly?"]
+
+
+def _with_transformers_generate(monkeypatch, fn):
+    """Run `fn` with generation forced through model.generate (the reference our loop must match)."""
+    with monkeypatch.context() as m:
+        m.setattr(generation, "_supports_own_loop", lambda model: False)
+        return fn()
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_own_decoding_loop_picks_the_tokens_transformers_generate_picks(tok, arch, monkeypatch):
+    """Continuous batching (rows leave and join), the shared prompt prefix run once, padding between
+    prefix and question: none of it may change a token. Batch sizes 1 (one row at a time), 3 (refills of
+    one row, joins that widen either side) and 16 (all at once, rows leaving)."""
+    m = tiny_model(arch, 2, vocab_size=max(len(tok), 256), initializer_range=0.3)
+    assert generation._supports_own_loop(m), f"{arch} would silently take the slow path"
+    ref, n_ref = _with_transformers_generate(monkeypatch, lambda: generation.generate(
+        m, tok, MORE_QUESTIONS, batch_size=len(MORE_QUESTIONS), max_new_tokens=12, stop_strings=()))
+    for bs in (1, 3, 16):
+        out, n = generation.generate(m, tok, MORE_QUESTIONS, batch_size=bs, max_new_tokens=12, stop_strings=())
+        assert out == ref, f"{arch}, batch {bs}"
+        # generate's count drops a row's trailing pad tokens; ours counts every token generated
+        assert n_ref <= n <= 12 * len(MORE_QUESTIONS)
+
+
+def test_the_comparison_above_sees_rows_of_different_lengths(tok):
+    """Control: rows must finish at different steps (EOS), or leaving/joining would go untested."""
+    m = tiny_model("llama", 2, vocab_size=max(len(tok), 256), initializer_range=0.3)
+    lengths = set()
+    for q in MORE_QUESTIONS:
+        lengths.add(generation.generate(m, tok, [q], max_new_tokens=12, stop_strings=())[1])
+    assert len(lengths) >= 3 and min(lengths) < 12
+
+
+@pytest.mark.parametrize("kind", ["string", "pattern"])
+def test_own_loop_stops_where_transformers_generate_stops(tok, model, monkeypatch, kind):
+    """A stop string (or pattern) taken from the middle of one row's free completion: both loops cut the
+    completion at the same place. With a pattern both stop on the same token; with a string ours stops as
+    soon as the text contains it, transformers' only once it ends a token, so ours may stop earlier."""
+    free, _ = generation.generate(model, tok, MORE_QUESTIONS, max_new_tokens=16, stop_strings=())
+    text = next(t for t in free if len(t) > 12)
+    stop = text[6:9]
+    kw = {"stop_strings": (stop,)} if kind == "string" else {"stop_strings": (), "stop_pattern": re.escape(stop)}
+    ref = _with_transformers_generate(monkeypatch, lambda: generation.generate(
+        model, tok, MORE_QUESTIONS, batch_size=4, max_new_tokens=16, **kw))
+    ours = generation.generate(model, tok, MORE_QUESTIONS, batch_size=4, max_new_tokens=16, **kw)
+    assert ours[0] == ref[0]
+    assert ours[1] == ref[1] if kind == "pattern" else ours[1] <= ref[1]
+    assert ours[1] < sum(len(tok(t).input_ids) for t in free) + len(free), "nothing stopped early"
+
+
+def test_generation_config_with_logits_processing_goes_through_transformers(tok, monkeypatch):
+    """A model whose generation_config asks for a repetition penalty is decoded by model.generate, which
+    applies it (our loop takes the plain argmax)."""
+    m = tiny_model("llama", 2, vocab_size=max(len(tok), 256), initializer_range=0.3)
+    plain, _ = generation.generate(m, tok, MORE_QUESTIONS, max_new_tokens=12, stop_strings=())
+    m.generation_config.repetition_penalty = 5.0
+    assert not generation._supports_own_loop(m)
+    penalised, _ = generation.generate(m, tok, MORE_QUESTIONS, max_new_tokens=12, stop_strings=())
+    assert penalised != plain
 
 
 @pytest.mark.parametrize(("text", "expected"), [
