@@ -32,7 +32,7 @@ from slam.errors import SlamError
 
 log = logging.getLogger(__name__)
 
-# The demo's embedded defaults. Measured 29.6 min on a quiet 2-core box (README: per step; Tune's
+# The demo's embedded defaults. Measured 25.4 min on a quiet 2-core box (README: per step; Tune's
 # accuracy-ranked trials and the evaluations are most of it).
 DEMO_PARAMS: dict[str, Any] = {
     "base_model": "pypi:smollm2",
