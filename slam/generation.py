@@ -255,8 +255,8 @@ def _stream(model: Any, tokenizer: Any, prompts: list[list[int]], order: list[in
     batch: _Batch | None = None
     while pending or (batch is not None and batch.rows):
         room = batch_size - (len(batch.rows) if batch else 0)
-        # refill once half the places are free (a prefill per freed row would cost more than it saves);
-        # a cache with sliding windows cannot take new rows, so it is decoded until empty first
+        # refill once a quarter of the places is free (a prefill forward per freed row would read all the
+        # weights once more for one row); a cache with sliding windows cannot take rows: decoded until empty
         if pending and (batch is None or not batch.rows or (plain and room >= max(1, batch_size // 4))):
             take, pending = pending[:room], pending[room:]
             chunks = _similar_lengths([len(prompts[i]) - prefix_len for i in take], take) if plain else [take]
