@@ -58,7 +58,6 @@ def generate(model: Any, tokenizer: Any, instructions: Sequence[str], *, batch_s
     was_training = model.training
     model.eval()
     own_loop = _supports_own_loop(model)
-    stop_kw: dict[str, Any] = {"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}
     bar = progress_bar(len(prompts), "generate", "q", enabled=progress)  # ETA lines off a terminal
 
     def finished(i: int, new: list[int]) -> None:
@@ -80,7 +79,7 @@ def generate(model: Any, tokenizer: Any, instructions: Sequence[str], *, batch_s
                 idx = order[start:start + batch_size]
                 ids, mask = _left_pad([prompts[i] for i in idx], pad_id)
                 news = _hf_generate(model, tokenizer, ids.to(device), mask.to(device), max_new_tokens, pad_id,
-                                    eos_ids, stop_kw, stop_pattern)
+                                    eos_ids, stop_strings, stop_pattern)
                 for i, new in zip(idx, news, strict=True):
                     finished(i, new)
     finally:
@@ -283,11 +282,15 @@ def _stops(tokenizer: Any, new: list[int], stop_strings: Sequence[str], rx: Any)
     return any(s in tail for s in stop_strings) or bool(rx and rx.search(tail))
 
 
-def _forward_kwargs(model: Any) -> tuple[str, bool]:
-    """(the name the model's forward takes its KV cache under, whether it takes position_ids)."""
+def _forward_params(model: Any) -> Any:
     import inspect
 
-    params = inspect.signature(model.forward).parameters
+    return inspect.signature(model.forward).parameters
+
+
+def _forward_kwargs(model: Any) -> tuple[str, bool]:
+    """(the name the model's forward takes its KV cache under, whether it takes position_ids)."""
+    params = _forward_params(model)
     return ("cache" if "cache" in params else "past_key_values"), "position_ids" in params
 
 
@@ -318,14 +321,12 @@ def _supports_own_loop(model: Any) -> bool:
     """Our loop needs a decoder-only model that takes a Cache and logits_to_keep (every architecture in
     slam.arch on the pinned transformers; tests/test_eval.py checks each against model.generate) and a
     generation_config that asks for no logits processing."""
-    import inspect
-
     if getattr(model.config, "is_encoder_decoder", False):
         return False
     gc = getattr(model, "generation_config", None)
     if gc is not None and any(getattr(gc, k, d) not in (d, None) for k, d in _LOGITS_FIELDS.items()):
         return False
-    params = inspect.signature(model.forward).parameters
+    params = _forward_params(model)
     return ("cache" in params or "past_key_values" in params) and "logits_to_keep" in params
 
 
@@ -340,11 +341,11 @@ def _shared_prefix(prompts: list[list[int]]) -> int:
 
 
 def _hf_generate(model: Any, tokenizer: Any, ids: Any, mask: Any, max_new_tokens: int, pad_id: int,
-                 eos_ids: list[int], stop_kw: dict[str, Any], stop_pattern: str | None) -> list[list[int]]:
+                 eos_ids: list[int], stop_strings: Sequence[str], stop_pattern: str | None) -> list[list[int]]:
     """transformers' generate: each row's new tokens, without the padding after a row that finished early."""
     import torch
 
-    kw = dict(stop_kw)
+    kw: dict[str, Any] = {"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}
     if stop_pattern:
         kw["stopping_criteria"] = _pattern_stop(tokenizer, stop_pattern, ids.shape[1])
     with torch.inference_mode():
@@ -363,7 +364,7 @@ def _hf_generate(model: Any, tokenizer: Any, ids: Any, mask: Any, max_new_tokens
 
 
 def _pattern_stop(tokenizer: Any, pattern: str, width: int) -> Any:
-    """A per-row stopping criterion: True for rows whose new text (the last 24 tokens) matches `pattern`."""
+    """A per-row stopping criterion: True for rows whose new text (the last _TAIL_TOKENS) matches `pattern`."""
     import re
 
     import torch
@@ -373,7 +374,7 @@ def _pattern_stop(tokenizer: Any, pattern: str, width: int) -> Any:
 
     class _Stop(StoppingCriteria):
         def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-            tails = tokenizer.batch_decode(input_ids[:, max(width, input_ids.shape[1] - 24):], skip_special_tokens=True)
+            tails = tokenizer.batch_decode(input_ids[:, max(width, input_ids.shape[1] - _TAIL_TOKENS):], skip_special_tokens=True)
             return torch.tensor([bool(rx.search(t)) for t in tails], device=input_ids.device)
 
     return StoppingCriteriaList([_Stop()])
