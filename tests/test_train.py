@@ -337,3 +337,30 @@ def test_training_reads_the_real_data_build_with_unicode_line_separators(shared_
                              "data.max_length=4096"])
     out = train_local(cfg, str(tmp_path / "runs"))
     assert out["step"] == 2 and out["train_loss"] > 0 and out["delta_uri"].endswith("delta")
+
+
+def test_validation_accuracy_scores_the_answer_sentence_not_what_follows_it():
+    """Tune ranks trials by validation accuracy: a row that says "The answer is 8." and rambles on to another
+    number must score its answer (8), not the last number of the ramble (the stop pattern ends the row)."""
+    from slam.prompts import format_prompt
+    from slam.testing import tiny_model, tiny_tokenizer
+    from slam.train.loop import _val_accuracy
+
+    q = "Tom has 3 pens and gets 5 more. How many pens?"
+    text = format_prompt(None, q) + " The answer is 8. The answer is 9."
+    tok = tiny_tokenizer([text] * 4)
+    model = tiny_model("llama", num_layers=2, vocab_size=max(len(tok), 256), hidden_size=64, intermediate_size=128)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    ids = torch.cat([tok(text, return_tensors="pt").input_ids, torch.tensor([[tok.eos_token_id]])], dim=1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(150):  # memorize the one completion, ramble included
+        opt.zero_grad()
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+    row = {"id": "p0-de", "lang": "de", "task": "cot", "instruction": q, "response": "The answer is 8.", "gold": 8}
+    from slam.generation import generate
+
+    assert generate(model.eval(), tok, [q], max_new_tokens=80)[0][0].strip().endswith("The answer is 9.")  # control
+    out = _val_accuracy(model, tok, [row, {**row, "id": "p0-en", "lang": "en", "gold": 9}], limit=4, template="alpaca")
+    assert (out["val_accuracy_de"], out["val_accuracy_en"]) == (1.0, 0.0)

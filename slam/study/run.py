@@ -26,8 +26,6 @@ from slam.study.plan import StudyConfig, Unit, check, describe_units, plan_units
 
 log = logging.getLogger(__name__)
 
-# a finished answer sentence followed by one more character: the row is done (see generation.generate)
-ANSWER_DONE = r"The answer is\s*[-\u2212]?\d[\d,]*(?:\.\d+)?\.\s"
 
 
 def run_study(cfg: StudyConfig, out: str) -> dict[str, Any]:
@@ -156,6 +154,7 @@ def _evaluate(cfg: StudyConfig, model: Any, tok: Any, task: str, data: str) -> d
     from slam import tasks as task_mods
     from slam.evaluate import evaluate_model
     from slam.study.stats import in_format
+    from slam.tasks import ANSWER_DONE
     from slam.tasks.sources import benchmark_source
 
     mod = task_mods.get(task)

@@ -12,8 +12,9 @@ import re
 
 import numpy as np
 
-# "The answer is 8." / "The answer is 1,234.5" - the training data's answer sentence
-ANSWER_FORMAT = re.compile(r"The answer is\s*[-\u2212]?\d[\d,]*(?:\.\d+)?")
+from slam.tasks import ANSWER_SENTENCE
+
+ANSWER_FORMAT = re.compile(ANSWER_SENTENCE)
 
 
 def in_format(completion: str) -> bool:

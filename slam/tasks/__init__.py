@@ -22,6 +22,13 @@ from types import ModuleType
 NAMES = ("mgsm", "msvamp", "synthetic")
 TOLERANCE = 1e-3
 
+# The answer sentence every training row ends with: "The answer is 8." / "The answer is -1,234.5".
+ANSWER_SENTENCE = r"The answer is\s*[-\u2212]?\d[\d,]*(?:\.\d+)?"
+# That sentence, its period and one more character: the answer is complete ("The answer is 1" may still
+# become 12, "1." may still become 1.5). A stop pattern for generation wherever only the answer counts
+# (the study, Tune's validation accuracy); never in `slam evaluate`, whose completions match peer tools'.
+ANSWER_DONE = ANSWER_SENTENCE + r"\.\s"
+
 # A comma between digits followed by exactly three digits (and no fourth) is a thousands separator.
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 # Optional sign (ASCII hyphen or U+2212 minus); nothing of a word or number (Latin letter, digit, '.')

@@ -261,9 +261,13 @@ def _maybe_fail(step: int, run_dir: str, rank: int) -> None:
 
 
 def _val_accuracy(model: Any, tok: Any, val_rows: list[dict], limit: int, template: str) -> dict[str, float]:
-    """Small per-language accuracy on validation CoT rows (slam.evaluate), as val_accuracy[_<lang>]."""
+    """Small per-language accuracy on validation CoT rows (slam.evaluate), as val_accuracy[_<lang>]. Each
+    answer stops once its "The answer is N." sentence is complete: the score (Tune ranks trials by it) judges
+    the answer given, not what a rambling row says after it, and a trial's validation does not wait on rows
+    running to the token cap."""
     from slam.data.records import Record
     from slam.evaluate import evaluate_model
+    from slam.tasks import ANSWER_DONE
 
     per_lang: dict[str, list[Record]] = {}
     for r in val_rows:
@@ -276,7 +280,7 @@ def _val_accuracy(model: Any, tok: Any, val_rows: list[dict], limit: int, templa
         return {}
     was_training = model.training
     model.eval()
-    report = evaluate_model(model, tok, records, template=template, progress=False)
+    report = evaluate_model(model, tok, records, template=template, progress=False, stop_pattern=ANSWER_DONE)
     model.train(was_training)
     out = {"val_accuracy": report["average"]}
     if report["average_non_en"] is not None:  # what Tune ranks k by (English is its guard)
