@@ -58,7 +58,7 @@ def generate(model: Any, tokenizer: Any, instructions: Sequence[str], *, batch_s
     was_training = model.training
     model.eval()
     own_loop = _supports_own_loop(model)
-    bar = progress_bar(len(prompts), "generate", "q", enabled=progress)  # ETA lines off a terminal
+    bar = progress_bar(len(prompts), "generate", "q", enabled=progress, concurrent=True)  # ETA lines off a terminal
 
     def finished(i: int, new: list[int]) -> None:
         nonlocal total_new

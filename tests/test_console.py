@@ -88,6 +88,30 @@ def test_progress_lines_have_an_eta_and_are_throttled(capsys, monkeypatch):
     assert capsys.readouterr().err == ""
 
 
+def test_concurrent_items_get_their_rate_from_the_first_finished_one(capsys, monkeypatch):
+    """A batch of answers finishes 19 s after it started, then one every 0.5 s: the ETA must not read
+    143 x 19 s (45 min) after the first answer, and must settle on 0.5 s each."""
+    from slam.progress import LineProgress
+
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    bar = LineProgress(144, "generate", "q", every_s=0.0, concurrent=True)
+    clock[0] = 19.0
+    bar.update(1)
+    for _ in range(10):
+        clock[0] += 0.5
+        bar.update(1)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "» generate 1/144 q 0%"                      # one finished item says nothing of the rate
+    assert lines[-1] == "» generate 11/144 q 7% | 2.0 q/s | ETA 1m06s"  # 133 left x 0.5 s
+    bar.update(133)
+    assert capsys.readouterr().err.splitlines()[-1].endswith("| took 24s")
+    plain = LineProgress(144, "train", "step", every_s=0.0)          # sequential items: elapsed / done
+    clock[0] += 10
+    plain.update(1)
+    assert "10.0 s/step | ETA 23m50s" in capsys.readouterr().err
+
+
 def test_bare_slam_prints_help_and_every_subcommand_explains_itself(capsys):
     import argparse
 
