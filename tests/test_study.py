@@ -60,6 +60,31 @@ def test_paired_bootstrap_is_narrower_than_unpaired_and_covers_the_truth():
     assert (hi - lo) < 0.5 * ((ahi - alo) + (bhi - blo))          # pairing removes the shared question noise
 
 
+@pytest.mark.parametrize("stable,ref", [(False, "bottom-k"), (True, "probe")])
+def test_english_only_control_is_compared_with_the_arm_that_trains_its_layers(stable, ref):
+    """slam-en-only trains what the pipeline would: the probe's layers, or bottom-k when the probe fell back.
+    Its comparison (is it the languages or the answer format?) is against that arm on every language."""
+    from slam.study.report import markdown, summarize
+
+    rng = np.random.default_rng(1)
+    pipeline_layers = [2, 3, 5] if stable else [0, 1, 2]
+    layers = {"base": None, "probe": [2, 3, 5], "bottom-k": [0, 1, 2], "slam-en-only": pipeline_layers}
+
+    def unit(arm):
+        per_lang = {lg: {"ids": [f"q{i}" for i in range(20)], "correct": list(map(int, rng.random(20) < 0.4)),
+                         "format": [1] * 20} for lg in ("en", "de")}
+        return {"arm": arm, "rep": 0, "layers": layers[arm], "trainable": 0 if arm == "base" else 10,
+                "trainable_fraction": 0.0 if arm == "base" else 0.1, "train_seconds": 1.0,
+                "tasks": {"synthetic": {"per_lang": per_lang}}}
+
+    report = {**REPORT, "stable": stable, "selected_layers": pipeline_layers}
+    summary = summarize(StudyConfig(langs=["en", "de"], n_boot=100), report, [unit(a) for a in layers])
+    names = [n for n in summary["comparisons"] if n.startswith("synthetic: slam-en-only")]
+    assert names == [f"synthetic: slam-en-only - {ref} (non-en)"]
+    assert "bottom-k - random-k" not in " ".join(summary["comparisons"])  # no random-k arm, no comparison
+    assert f"slam-en-only - {ref}" in markdown(summary)
+
+
 @pytest.mark.integration
 def test_tiny_study_runs_resumes_and_logs_every_arm(tmp_path, monkeypatch):
     from slam.data.build import read_examples
@@ -89,6 +114,10 @@ def test_tiny_study_runs_resumes_and_logs_every_arm(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_study(cfg, str(out))
     assert len(list((out / "units").glob("*.json"))) == 2
+    from slam.cli import main
+
+    assert main(["study", "report", "--out", str(out)]) == 0      # the table of the units finished so far
+    assert "| probe | 1 |" in (out / "table.md").read_text() and (out / "study.png").is_file()
     summary = run_study(cfg, str(out))                         # resumes: only the remaining units run
     assert calls[3:] == [n for n in ["bottom-k-0", "random-k-0", "two-stage-0", "slam-en-only-0"]]
     t = summary["tasks"]["synthetic"]

@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--experiment", default=d.experiment, help="MLflow experiment of the study's runs")
     r.add_argument("--background", action="store_true", help="detach; progress in <out>/study.log, pid in <out>/study.pid")
     r.set_defaults(func=run)
-    rep = command(ss, "report", help="print the table of a study (finished units only)",
+    rep = command(ss, "report", help="print and write the table and plot of a study (finished units only)",
                   examples=["slam study report --out runs/study"])
     rep.add_argument("--out", required=True, help="the study dir given to `slam study run`")
     rep.set_defaults(func=report)
@@ -120,7 +120,7 @@ def report(args: argparse.Namespace) -> int:
     import json
 
     from slam.study.plan import StudyConfig
-    from slam.study.report import markdown, summarize
+    from slam.study.report import markdown, summarize, write_report
 
     out = Path(args.out)
     if not (out / "study.json").is_file():
@@ -130,8 +130,10 @@ def report(args: argparse.Namespace) -> int:
     results = [json.loads(p.read_text()) for p in sorted((out / "units").glob("*.json"))]
     if not any(r["arm"] == "base" for r in results):
         raise SlamError(f"{out}: the base model has not been evaluated yet; see {out / 'study.log'}")
-    print(markdown(summarize(cfg, report, results)))
-    print(f"{len(results)} unit(s) finished")
+    summary = summarize(cfg, report, results)
+    write_report(summary, out)  # the study's own files, of the units finished so far (a finished study rewrites them)
+    print(markdown(summary))
+    print(f"{len(results)} unit(s) finished; table.md, study.png and summary.json written under {out}")
     return 0
 
 

@@ -16,8 +16,18 @@ from slam import storage
 from slam.study.plan import ARMS, StudyConfig
 from slam.study.stats import bootstrap_indices, ci_half_width
 
-COMPARISONS = [("probe", "random-k"), ("probe", "top-layers"), ("probe", "bottom-k"), ("probe", "two-stage"),
-               ("probe", "full"), ("slam-en-only", "probe")]
+# Which layers: the probe's choice and the paper's bottom-k, each against the controls. Is it the languages:
+# slam-en-only against the arm that trains its layers on every language (see _same_layers).
+COMPARISONS = [("probe", "random-k"), ("probe", "top-layers"), ("probe", "bottom-k"), ("bottom-k", "random-k"),
+               ("bottom-k", "top-layers"), ("probe", "two-stage"), ("probe", "full"), ("bottom-k", "two-stage")]
+
+
+def _same_layers(results: list[dict]) -> str | None:
+    """The arm that trains slam-en-only's layers on all languages: probe when the probe is trusted, bottom-k
+    when it fell back (slam-en-only takes the layers the pipeline would train)."""
+    layers = next((r["layers"] for r in results if r["arm"] == "slam-en-only"), None)
+    return next((a for a in ("probe", "bottom-k") if any(r["arm"] == a and r["layers"] == layers for r in results)),
+                None)
 
 
 def _boots(correct: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -66,7 +76,8 @@ def summarize(cfg: StudyConfig, report: dict, results: list[dict]) -> dict[str, 
                 d = boots[arm][key] - boots["base"][key]
                 t["arms"][arm][f"delta_{key}"] = {"value": t["arms"][arm]["acc"][key] - t["arms"]["base"]["acc"][key],
                                                   "ci": _ci(d)}
-        for a, b in COMPARISONS:
+        ref = _same_layers(results)
+        for a, b in [*COMPARISONS, *([("slam-en-only", ref)] if ref else [])]:
             if a in boots and b in boots:
                 d = boots[a]["non-en"] - boots[b]["non-en"]
                 out["comparisons"][f"{task}: {a} - {b} (non-en)"] = {
@@ -113,9 +124,9 @@ def markdown(summary: dict) -> str:
             lines.append(f"- {name}: {100 * c['value']:+.1f} [{100 * c['ci'][0]:+.1f}, {100 * c['ci'][1]:+.1f}]")
         lines.append("")
     p = summary["probe"]
+    draws = summary["arms"].get("random-k", {}).get("layers")
     lines.append(f"Probe selection: {p['layers']} (stable: {p['stable']}; the pipeline would train "
-                 f"{p['trained_by_pipeline']}). Layers per arm and rep: "
-                 + "; ".join(f"{arm} {m['layers']}" for arm, m in summary["arms"].items() if arm in ("random-k",)))
+                 f"{p['trained_by_pipeline']})." + (f" random-k layers per rep: {draws}" if draws else ""))
     return "\n".join(lines) + "\n"
 
 
