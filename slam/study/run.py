@@ -27,7 +27,6 @@ from slam.study.plan import StudyConfig, Unit, check, describe_units, plan_units
 log = logging.getLogger(__name__)
 
 
-
 def run_study(cfg: StudyConfig, out: str) -> dict[str, Any]:
     from slam.config import TrackingConfig
     from slam.study.report import summarize, write_report
