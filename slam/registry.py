@@ -209,9 +209,24 @@ def _gate_version(tracker: MlflowTracker, name: str, version: Any, margin: float
     tags = decision.tags()
     gate_line = tags.pop(GATE_TAG)
     for k, v in tags.items():
-        tracker._call("tag version", c.set_model_version_tag, name, str(version.version), k, v)
-    tracker._call("tag version", c.set_model_version_tag, name, str(version.version), GATE_TAG, gate_line)
+        tracker._call("tag version", _set_version_tag, c, name, str(version.version), k, v)
+    tracker._call("tag version", _set_version_tag, c, name, str(version.version), GATE_TAG, gate_line)
     return decision
+
+
+def _set_version_tag(client: Any, name: str, version: str, key: str, value: str) -> None:
+    """set_model_version_tag, safe when another registration writes the same tag at the same moment (one
+    that found an earlier version undecided decides it too): MLflow's SQL store reads, then inserts, so
+    the slower writer's insert fails on the unique key (seen in CI). The row exists then; the same call
+    again is an update."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.set_model_version_tag(name, version, key, value)
+    except MlflowException as e:
+        if "UNIQUE constraint failed" not in str(e) and "IntegrityError" not in str(e):
+            raise
+        client.set_model_version_tag(name, version, key, value)
 
 
 def _decide_in_order(tracker: MlflowTracker, name: str, version: str, margin: float) -> tuple[Decision | None, Any]:
@@ -282,7 +297,7 @@ def register_delta(tracking: TrackingConfig, delta_uri: str, eval_uri: str, *, n
                 with tempfile.TemporaryDirectory(prefix="slam-register-") as tmp:
                     _save_merged(base, Path(delta_dir), Path(tmp) / "merged")
                     run.log_artifact(Path(tmp) / "merged", "merged")
-                tracker._call("tag version", tracker.client.set_model_version_tag, name, str(mv.version),
+                tracker._call("tag version", _set_version_tag, tracker.client, name, str(mv.version),
                               "slam.merged_uri", f"runs:/{run.id}/merged")
             gate_line = dict(mv.tags).get(GATE_TAG, "")
             alias = CHAMPION if (decision.promote if decision else gate_line.startswith(CHAMPION)) else CHALLENGER

@@ -298,3 +298,28 @@ def test_cli_register_embedded_store_and_bad_input(tiny_model_dir, tmp_path, cap
     assert main([*args[:4], str(tmp_path / "missing.json"), *args[5:]]) == 2
     err = capsys.readouterr().err
     assert "missing.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_version_tag_a_concurrent_registration_wrote_first_is_rewritten_not_an_error():
+    """MLflow's SQL store sets a tag by read-then-insert: two registrations deciding the same version at once
+    made the slower insert fail on the unique key (seen in CI). The second try is an update."""
+    from mlflow.exceptions import MlflowException
+
+    from slam.registry import _set_version_tag
+
+    class RacingStore:  # the error text is the MLflow server's, as CI saw it
+        def __init__(self, error: str) -> None:
+            self.calls, self.error = [], error
+
+        def set_model_version_tag(self, *args):
+            self.calls.append(args)
+            if len(self.calls) == 1:
+                raise MlflowException(self.error)
+
+    lost_race = RacingStore("BAD_REQUEST: (sqlite3.IntegrityError) UNIQUE constraint failed: model_version_tags.key")
+    _set_version_tag(lost_race, "slam-race", "2", "slam.gate", "champion: ok")
+    assert lost_race.calls == [("slam-race", "2", "slam.gate", "champion: ok")] * 2
+    other = RacingStore("RESOURCE_DOES_NOT_EXIST: no version 2")
+    with pytest.raises(MlflowException, match="RESOURCE_DOES_NOT_EXIST"):
+        _set_version_tag(other, "slam-race", "2", "slam.gate", "champion: ok")
+    assert len(other.calls) == 1
