@@ -214,6 +214,10 @@ def _gate_version(tracker: MlflowTracker, name: str, version: Any, margin: float
     return decision
 
 
+# How a unique-key violation reads in an MLflow server's error, per backend store: sqlite, PostgreSQL, MySQL.
+_UNIQUE_VIOLATION = ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry", "IntegrityError")
+
+
 def _set_version_tag(client: Any, name: str, version: str, key: str, value: str) -> None:
     """set_model_version_tag, safe when another registration writes the same tag at the same moment (one
     that found an earlier version undecided decides it too): MLflow's SQL store reads, then inserts, so
@@ -224,7 +228,7 @@ def _set_version_tag(client: Any, name: str, version: str, key: str, value: str)
     try:
         client.set_model_version_tag(name, version, key, value)
     except MlflowException as e:
-        if "UNIQUE constraint failed" not in str(e) and "IntegrityError" not in str(e):
+        if not any(m in str(e) for m in _UNIQUE_VIOLATION):
             raise
         client.set_model_version_tag(name, version, key, value)
 
