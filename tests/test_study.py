@@ -129,8 +129,11 @@ def test_tiny_study_runs_resumes_and_logs_every_arm(tmp_path, monkeypatch):
     for f in ("table.md", "study.png", "summary.json"):
         assert (out / f).is_file()
     assert "Δ en vs base" in (out / "table.md").read_text()
-    with pytest.raises(SlamError, match="other settings"):
+    with pytest.raises(SlamError, match=r"other settings \(steps differ"):
         run_study(StudyConfig(**{**cfg.__dict__, "steps": 3}), str(out))
+    # another arm extends the finished study: only its unit runs, the rest is reused
+    summary = run_study(StudyConfig(**{**cfg.__dict__, "arms": cfg.arms + ["top-layers"]}), str(out))
+    assert calls[7:] == ["top-layers-0"] and "top-layers" in summary["tasks"]["synthetic"]["arms"]
 
     import mlflow
 
@@ -139,7 +142,8 @@ def test_tiny_study_runs_resumes_and_logs_every_arm(tmp_path, monkeypatch):
     runs = client.search_runs([exp.experiment_id])
     parent = [r for r in runs if r.data.tags.get("slam.step") == "study"]
     arms = [r for r in runs if r.data.tags.get("slam.step") == "study-arm"]
-    assert len(parent) == 1 and len(arms) == 6
+    assert len(parent) == 1 and len(arms) == 7
+    assert parent[0].data.tags["slam.study.arms"].endswith(",slam-en-only,top-layers")
     assert all(r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id for r in arms)
     assert "synthetic_acc_de" in arms[0].data.metrics
     json.loads((out / "summary.json").read_text())

@@ -3,7 +3,8 @@
     from slam.study import StudyConfig, run_study
     summary = run_study(StudyConfig(seeds=3), out="runs/study")    # re-run the same call to resume
 
-Layout under `out`: study.json (the config; a different config on the same dir is refused), data/ (the
+Layout under `out`: study.json (the config; other settings on the same dir are refused, except more or
+fewer arms and seeds: that extends the study and reuses every finished unit), data/ (the
 synthetic world unless cfg.data is given), probe/ (probe.json + plots), train/ (training runs, each
 resumable from its checkpoints), units/<arm>-<rep>.json (one per finished unit: per-question
 correctness and answer format, layers, trainable parameters, training seconds), summary.json,
@@ -45,10 +46,12 @@ def run_study(cfg: StudyConfig, out: str) -> dict[str, Any]:
     t0 = time.time()
     key = f"study/{root}"
     with tracker.run(f"study-{root.name}", key=key, tags={"slam.step": "study"}) as parent:
-        parent.log_params({"model": cfg.model, "langs": cfg.langs, "arms": cfg.arms, "seeds": cfg.seeds, "k": cfg.k,
+        parent.log_params({"model": cfg.model, "langs": cfg.langs, "k": cfg.k,
                            "steps": cfg.steps, "lr": cfg.lr, "questions": cfg.questions,
                            "probe_layers": ",".join(map(str, report["probe_selected_layers"])),
                            "probe_stable": report["stable"]})
+        # tags, not params: an extended study changes them, and MLflow params are write-once
+        parent.set_tags({"slam.study.arms": ",".join(cfg.arms), "slam.study.seeds": cfg.seeds})
         for i, unit in enumerate(units):
             path = root / "units" / f"{unit.name}.json"
             if path.is_file():
@@ -73,13 +76,23 @@ def run_study(cfg: StudyConfig, out: str) -> dict[str, Any]:
     return summary
 
 
+_EXTENDABLE = ("arms", "seeds")
+"""Settings a study dir may change between runs: every unit is still trained and evaluated the same way."""
+
+
 def _claim(root: Path, cfg: StudyConfig) -> None:
-    """One config per study dir: resuming with other settings would mix arms trained differently."""
+    """One config per study dir: resuming with other settings would mix arms trained differently. Arms and
+    seeds may change (add `full` to a finished study, or a fourth seed); finished units are reused."""
     f = root / "study.json"
-    if f.is_file() and f.read_text().strip() != to_json(cfg):
-        raise SlamError(f"{root} holds a study with other settings (study.json); use another --out or the same settings")
-    if not f.is_file():
-        storage.write_text(str(f), to_json(cfg) + "\n")
+    if f.is_file():
+        old, new = json.loads(f.read_text()), json.loads(to_json(cfg))
+        differ = sorted(k for k in old.keys() | new.keys() if k not in _EXTENDABLE and old.get(k) != new.get(k))
+        if differ:
+            raise SlamError(f"{root} holds a study with other settings ({', '.join(differ)} differ in study.json; "
+                            f"only {' and '.join(_EXTENDABLE)} may change); use another --out or the same settings")
+        if old == new:
+            return
+    storage.write_text(str(f), to_json(cfg) + "\n")
 
 
 def _synth(cfg: StudyConfig, out: Path) -> str:
