@@ -58,6 +58,7 @@ _MAX_PARAM_LEN = 6000
 
 # A new experiment: the note on its overview page, and the kind that MLflow UIs which read it open in
 # (3.17 ignores it and takes the view from the URL: see slam.mlflow_ui).
+NOTE_TAG = "mlflow.note.content"
 EXPERIMENT_TAGS = {
     "mlflow.experimentKind": "custom_model_development",
     "mlflow.note.content": "SLAM runs: one parent run per pipeline run with its steps nested (data, probe, tune, "
@@ -198,6 +199,9 @@ class NullTracker:
         return ""
 
     def set_pipeline_status(self, run_id: str, status: str) -> None:
+        pass
+
+    def describe_experiment(self, note: str) -> None:
         pass
 
 
@@ -348,6 +352,13 @@ class MlflowTracker:
                     raise e
                 self._experiment_id = exp.experiment_id
         return self._experiment_id
+
+    def describe_experiment(self, note: str) -> None:
+        """Put `note` on the experiment's overview page unless someone wrote their own there: slam's generic
+        note (set when the experiment was created) describes pipeline runs, not, say, a study's arms."""
+        exp = self._call("get experiment", self.client.get_experiment, self.experiment_id)
+        if exp.tags.get(NOTE_TAG, EXPERIMENT_TAGS[NOTE_TAG]) == EXPERIMENT_TAGS[NOTE_TAG]:
+            self._call("set experiment note", self.client.set_experiment_tag, self.experiment_id, NOTE_TAG, note)
 
     def _artifact_location(self) -> str | None:
         # The embedded sqlite store keeps artifacts next to its db; a server decides for itself.

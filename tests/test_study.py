@@ -144,6 +144,12 @@ def test_tiny_study_runs_resumes_and_logs_every_arm(tmp_path, monkeypatch):
     arms = [r for r in runs if r.data.tags.get("slam.step") == "study-arm"]
     assert len(parent) == 1 and len(arms) == 7
     assert parent[0].data.tags["slam.study.arms"].endswith(",slam-en-only,top-layers")
+    assert exp.tags["mlflow.note.content"].startswith("A SLAM ablation study")   # not the pipeline's note
+    links = summary["mlflow"]                       # the comparison the CLI prints: every arm run, no other
+    assert links["runs_url"].endswith(f"/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning")
+    from urllib.parse import unquote
+    assert sorted(json.loads(unquote(links["compare_url"].split("runs=")[1].split("&")[0]))) == \
+        sorted(r.info.run_id for r in arms)
     assert all(r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id for r in arms)
     assert "synthetic_acc_de" in arms[0].data.metrics
     json.loads((out / "summary.json").read_text())

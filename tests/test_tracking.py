@@ -116,6 +116,19 @@ def test_same_key_reattaches_instead_of_duplicating(embedded):
             third.log_params({"lr": 0.2})
 
 
+def test_an_experiment_note_replaces_slams_generic_note_but_never_a_users(embedded, embedded_uri):
+    from slam.tracking import EXPERIMENT_TAGS, NOTE_TAG
+
+    client = embedded.client
+    assert client.get_experiment(embedded.experiment_id).tags[NOTE_TAG] == EXPERIMENT_TAGS[NOTE_TAG]
+    embedded.describe_experiment("a study")
+    assert client.get_experiment(embedded.experiment_id).tags[NOTE_TAG] == "a study"
+    theirs = client.create_experiment("users-own", tags={NOTE_TAG: "our team's notes"})
+    get_tracker(TrackingConfig(uri=embedded_uri, experiment="users-own")).describe_experiment("another study")
+    assert client.get_experiment(theirs).tags[NOTE_TAG] == "our team's notes"
+    NullTracker().describe_experiment("nothing to write to")
+
+
 def test_exception_marks_run_failed_and_propagates(embedded):
     with pytest.raises(ZeroDivisionError):
         with embedded.run("eval", key="eval-1") as run:

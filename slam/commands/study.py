@@ -87,6 +87,10 @@ def run(args: argparse.Namespace) -> int:
     summary = run_study(cfg, str(out))
     print(markdown(summary))
     print(f"wrote {out / 'table.md'}, {out / 'study.png'}, {out / 'summary.json'}")
+    links = summary.get("mlflow") or {}
+    if links:
+        where = cfg.mlflow_uri or f"serve it with: mlflow ui --backend-store-uri sqlite:///{(out / 'mlflow' / 'mlflow.db').resolve()}"
+        print(f"MLflow ({where}):\n  runs: {links['runs_url']}\n  arms compared: {links['compare_url']}")
     return 0
 
 

@@ -45,6 +45,7 @@ def run_study(cfg: StudyConfig, out: str) -> dict[str, Any]:
     tracker = get_tracker(TrackingConfig(uri=uri, experiment=cfg.experiment))
     t0 = time.time()
     key = f"study/{root}"
+    tracker.describe_experiment(STUDY_NOTE)
     with tracker.run(f"study-{root.name}", key=key, tags={"slam.step": "study"}) as parent:
         parent.log_params({"model": cfg.model, "langs": cfg.langs, "k": cfg.k,
                            "steps": cfg.steps, "lr": cfg.lr, "questions": cfg.questions,
@@ -68,6 +69,7 @@ def run_study(cfg: StudyConfig, out: str) -> dict[str, Any]:
                 run.log_metrics(_unit_metrics(result))
         results = [json.loads((root / "units" / f"{u.name}.json").read_text()) for u in units]
         summary = summarize(cfg, report, results)
+        summary["mlflow"] = _links(tracker, uri, [f"study/{root}/{u.name}" for u in units])
         write_report(summary, root)
         parent.log_metrics({k: v for k, v in summary["headline"].items() if isinstance(v, (int, float))})
         for f in ("summary.json", "table.md", "study.png"):
@@ -78,6 +80,24 @@ def run_study(cfg: StudyConfig, out: str) -> dict[str, Any]:
 
 _EXTENDABLE = ("arms", "seeds")
 """Settings a study dir may change between runs: every unit is still trained and evaluated the same way."""
+
+
+STUDY_NOTE = ("A SLAM ablation study (`slam study run`): one parent run per study with one nested run per arm "
+              "and seed (tag `slam.arm`; training runs nest there too, tag `slam.step`=train). Compare arms on "
+              "`<task>_acc_<lang>` (accuracy, 0-1), `<task>_format_<lang>` (share in the answer format), "
+              "`train_seconds` and `trainable`; the parent holds table.md and study.png with paired bootstrap CIs.")
+
+
+def _links(tracker: Any, uri: str, unit_keys: list[str]) -> dict[str, str]:
+    """Where a browser finds the study in the MLflow UI: the runs table and a comparison of the arm runs."""
+    from slam.mlflow_ui import compare_url, runs_url, ui_base
+
+    base = ui_base(uri)
+    if not base or not tracker.enabled:
+        return {}
+    ids = [r.info.run_id for r in map(tracker.find_run, unit_keys) if r is not None]
+    return {"runs_url": runs_url(base, tracker.experiment_id),
+            "compare_url": compare_url(base, tracker.experiment_id, ids)}
 
 
 def _claim(root: Path, cfg: StudyConfig) -> None:
