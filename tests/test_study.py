@@ -13,7 +13,7 @@ import pytest
 
 from slam.errors import SlamError
 from slam.study.plan import StudyConfig, check, plan_units
-from slam.study.stats import bootstrap_indices, in_format, mean_ci, paired_ci
+from slam.study.stats import bootstrap_indices, in_format, mean_ci, paired_ci, seed_draws
 
 REPORT = {"scores": [0.0, 0.1, 0.9, 0.8, 0.2, 0.7, 0.1, 0.0], "probe_selected_layers": [2, 3, 5],
           "selected_layers": [0, 1, 2], "fallback": "bottom-k", "stable": False}
@@ -58,6 +58,24 @@ def test_paired_bootstrap_is_narrower_than_unpaired_and_covers_the_truth():
     _, alo, ahi = mean_ci(arm, idx)
     _, blo, bhi = mean_ci(base, idx)
     assert (hi - lo) < 0.5 * ((ahi - alo) + (bhi - blo))          # pairing removes the shared question noise
+
+
+def test_seeds_that_disagree_widen_the_interval_and_one_seed_changes_nothing():
+    """Training noise is in the interval: two seeds at 20% and 60% are not a precise 40%."""
+    rng = np.random.default_rng(1)
+    n = 200
+    arm = np.stack([(rng.random(n) < 0.2), (rng.random(n) < 0.6)]).astype(float)
+    idx = bootstrap_indices(n, 2000, seed=0)
+    _, qlo, qhi = mean_ci(arm, idx)                                    # questions only: about +-5 points
+    m, lo, hi = mean_ci(arm, idx, seed_draws(2, 2000, seed=3))
+    assert lo <= m <= hi and hi - lo > 2 * (qhi - qlo) and lo < 0.25 and hi > 0.55
+    agree = np.stack([arm[1], arm[1]])                                 # seeds that agree: no wider
+    _, alo, ahi = mean_ci(agree, idx, seed_draws(2, 2000, seed=3))
+    _, olo, ohi = mean_ci(arm[1], idx)
+    assert np.isclose(ahi - alo, ohi - olo)
+    base = (rng.random(n) < 0.2).astype(float)
+    d, dlo, dhi = paired_ci(arm, base, idx, seed_draws(2, 2000, seed=3), seed_draws(1, 2000, seed=4))
+    assert dlo < 0.05 and dhi > 0.35                                   # +20 points on average, but one seed was +0
 
 
 @pytest.mark.parametrize("stable,ref", [(False, "bottom-k"), (True, "probe")])

@@ -14,12 +14,13 @@ import numpy as np
 
 from slam import storage
 from slam.study.plan import ARMS, StudyConfig
-from slam.study.stats import bootstrap_indices, ci_half_width
+from slam.study.stats import boot_means, bootstrap_indices, ci_half_width, seed_draws
 
 # Which layers: the probe's choice and the paper's bottom-k, each against the controls. Is it the languages:
 # slam-en-only against the arm that trains its layers on every language (see _same_layers).
 COMPARISONS = [("probe", "random-k"), ("probe", "top-layers"), ("probe", "bottom-k"), ("bottom-k", "random-k"),
-               ("bottom-k", "top-layers"), ("probe", "two-stage"), ("probe", "full"), ("bottom-k", "two-stage")]
+               ("bottom-k", "top-layers"), ("probe", "two-stage"), ("probe", "full"), ("bottom-k", "two-stage"),
+               ("bottom-k", "full")]
 
 
 def _same_layers(results: list[dict]) -> str | None:
@@ -28,10 +29,6 @@ def _same_layers(results: list[dict]) -> str | None:
     layers = next((r["layers"] for r in results if r["arm"] == "slam-en-only"), None)
     return next((a for a in ("probe", "bottom-k") if any(r["arm"] == a and r["layers"] == layers for r in results)),
                 None)
-
-
-def _boots(correct: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    return np.atleast_2d(correct)[:, idx].mean(axis=(0, 2))
 
 
 def _ci(boots: np.ndarray) -> list[float]:
@@ -64,7 +61,8 @@ def summarize(cfg: StudyConfig, report: dict, results: list[dict]) -> dict[str, 
                     raise ValueError(f"{arm} was evaluated on other {lg} questions than base: not paired")
             cor = {lg: np.array([x[lg]["correct"] for x in rs], dtype=float) for lg in langs}
             fmt = np.mean([np.mean(x[lg]["format"]) for x in rs for lg in langs])
-            boots[arm] = {lg: _boots(cor[lg], idx[lg]) for lg in langs}
+            seeds = seed_draws(len(rs), cfg.n_boot, seed=1000 + ARMS.index(arm))  # one draw for all languages
+            boots[arm] = {lg: boot_means(cor[lg], idx[lg], seeds) for lg in langs}
             non_en = [lg for lg in langs if lg != "en"]
             boots[arm]["non-en"] = np.mean([boots[arm][lg] for lg in non_en], axis=0)
             acc = {lg: float(cor[lg].mean()) for lg in langs}

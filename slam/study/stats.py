@@ -1,9 +1,13 @@
 """Statistics of the ablation study: answer-format share and paired bootstrap confidence intervals.
 
-    lo, hi = paired_ci(arm_correct, base_correct, n_boot=2000, seed=0)   # (seeds, n) and (n,) 0/1 arrays
+    idx = bootstrap_indices(n, 2000, seed=0)
+    d, lo, hi = paired_ci(arm_correct, base_correct, idx, seed_draws(3, 2000, seed=1))   # (seeds, n), (n,)
 
-Every arm is evaluated on the same questions, so differences are paired: one bootstrap draw resamples
-question indices once and applies them to every arm and seed (an arm's accuracy = its mean over seeds).
+Two sources of noise, both in every interval. The questions: every arm is evaluated on the same ones, so
+differences are paired — one bootstrap draw resamples question indices once and applies them to every arm
+and seed. The training: an arm's accuracy is its mean over seeds, and each draw also resamples the arm's
+seeds (with replacement, independently per arm: seed i of one arm has nothing to do with seed i of
+another), so an arm whose seeds disagree gets the wider interval it deserves. One seed: questions only.
 """
 
 from __future__ import annotations
@@ -25,21 +29,36 @@ def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
 
 
-def mean_ci(correct: np.ndarray, idx: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
-    """Accuracy (mean over seeds and questions) and its bootstrap interval; correct: (seeds, n)."""
+def seed_draws(reps: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, reps) seed indices drawn with replacement: which of an arm's seeds each bootstrap draw uses.
+    Draw them once per arm and use them for every language (a seed is one trained model)."""
+    return np.random.default_rng(seed).integers(0, reps, size=(n_boot, reps))
+
+
+def boot_means(correct: np.ndarray, idx: np.ndarray, seeds: np.ndarray | None = None) -> np.ndarray:
+    """Accuracy in each bootstrap draw, (n_boot,): questions resampled by `idx` (n_boot, n); seeds by `seeds`
+    (n_boot, reps; None = every seed in every draw). correct: (reps, n) or (n,) 0/1."""
     correct = np.atleast_2d(np.asarray(correct, dtype=float))
-    boots = correct[:, idx].mean(axis=(0, 2))  # (n_boot,)
+    per_seed = correct[:, idx].mean(axis=2)  # (reps, n_boot)
+    if seeds is None:
+        return per_seed.mean(axis=0)
+    return per_seed[seeds, np.arange(len(idx))[:, None]].mean(axis=1)
+
+
+def mean_ci(correct: np.ndarray, idx: np.ndarray, seeds: np.ndarray | None = None,
+            level: float = 0.95) -> tuple[float, float, float]:
+    """Accuracy (mean over seeds and questions) and its bootstrap interval; correct: (seeds, n)."""
+    boots = boot_means(correct, idx, seeds)
     a = (1 - level) / 2
-    return float(correct.mean()), float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
+    return float(np.mean(correct)), float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
 
 
-def paired_ci(arm: np.ndarray, ref: np.ndarray, idx: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+def paired_ci(arm: np.ndarray, ref: np.ndarray, idx: np.ndarray, arm_seeds: np.ndarray | None = None,
+              ref_seeds: np.ndarray | None = None, level: float = 0.95) -> tuple[float, float, float]:
     """Difference arm - ref in accuracy with a paired bootstrap interval; arm, ref: (seeds, n) or (n,)."""
-    arm = np.atleast_2d(np.asarray(arm, dtype=float))
-    ref = np.atleast_2d(np.asarray(ref, dtype=float))
-    boots = arm[:, idx].mean(axis=(0, 2)) - ref[:, idx].mean(axis=(0, 2))
+    boots = boot_means(arm, idx, arm_seeds) - boot_means(ref, idx, ref_seeds)
     a = (1 - level) / 2
-    return float(arm.mean() - ref.mean()), float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
+    return float(np.mean(arm) - np.mean(ref)), float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
 
 
 def ci_half_width(p: float, n: int, z: float = 1.96) -> float:
