@@ -85,7 +85,8 @@ def summarize(cfg: StudyConfig, report: dict, results: list[dict]) -> dict[str, 
         t["ci_note"] = (f"n = {min(t['n'].values())} questions per language: a single accuracy near 50% has a 95% "
                         f"interval of about +-{100 * ci_half_width(0.5, min(t['n'].values())):.1f} points "
                         f"(+-{100 * ci_half_width(p, min(t['n'].values())):.1f} at the base model's "
-                        f"{100 * p:.0f}%); paired differences are narrower.")
+                        f"{100 * p:.0f}%); paired differences are narrower. Intervals resample questions (paired across arms) "
+                        f"and each arm's seeds.")
         out["tasks"][task] = t
         for arm in arms:
             headline[f"{task}_{arm}_non_en"] = t["arms"][arm]["acc"]["non-en"]
