@@ -163,8 +163,10 @@ def test_timeout_leaves_the_job_running_and_says_how_to_stop_it(ray_dashboard, t
 
 
 def test_unreachable_address_is_one_clear_error():
+    slept: list[float] = []  # the default policy's backoff, recorded instead of waited out (~31 s)
     with pytest.raises(SlamError, match="cannot reach the Ray dashboard"):
-        JobSubmissionRunner(f"http://127.0.0.1:{_free_port()}")
+        JobSubmissionRunner(f"http://127.0.0.1:{_free_port()}", sleep=slept.append)
+    assert len(slept) == 5 and sum(slept) > 20  # ridden out like a restarting head, then one error
 
 
 @pytest.mark.slow  # ~60-110 s: cluster start + a Ray Train fit inside the submitted job
