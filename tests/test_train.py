@@ -364,3 +364,15 @@ def test_validation_accuracy_scores_the_answer_sentence_not_what_follows_it():
     assert generate(model.eval(), tok, [q], max_new_tokens=80)[0][0].strip().endswith("The answer is 9.")  # control
     out = _val_accuracy(model, tok, [row, {**row, "id": "p0-en", "lang": "en", "gold": 9}], limit=4, template="alpaca")
     assert (out["val_accuracy_de"], out["val_accuracy_en"]) == (1.0, 0.0)
+
+
+def test_validation_answer_budget_follows_the_longest_reference_answer():
+    from slam.testing import tiny_tokenizer
+    from slam.train.loop import answer_budget
+
+    tok = tiny_tokenizer(["word The answer is 8."] * 4)
+    n = lambda t: len(tok(t, add_special_tokens=False)["input_ids"])  # noqa: E731
+    short, longer = "The answer is 8.", "word word word The answer is 8."
+    assert answer_budget(tok, [short]) == int(1.25 * n(short)) + 16 < 160
+    assert answer_budget(tok, [short, longer, short]) == int(1.25 * n(longer)) + 16 > answer_budget(tok, [short])
+    assert answer_budget(tok, [short, "word " * 400]) == 160 and answer_budget(tok, []) == 160   # never above the cap

@@ -260,11 +260,18 @@ def _maybe_fail(step: int, run_dir: str, rank: int) -> None:
     raise InjectedFault(f"SLAM_FAIL_AT_STEP={step}: injected failure (fires once per run dir)")
 
 
+def answer_budget(tok: Any, references: list[str], cap: int = 160) -> int:
+    """New tokens a validation answer may take: 1.25x the longest reference answer + 16, at most `cap`. The
+    model is trained on answers like these; a row still going past that budget is rambling (it would not
+    end in its answer sentence), and Tune's trials would otherwise wait on such rows up to the cap."""
+    longest = max((len(tok(r, add_special_tokens=False)["input_ids"]) for r in references), default=cap)
+    return min(cap, int(1.25 * longest) + 16)
+
+
 def _val_accuracy(model: Any, tok: Any, val_rows: list[dict], limit: int, template: str) -> dict[str, float]:
     """Small per-language accuracy on validation CoT rows (slam.evaluate), as val_accuracy[_<lang>]. Each
     answer stops once its "The answer is N." sentence is complete: the score (Tune ranks trials by it) judges
-    the answer given, not what a rambling row says after it, and a trial's validation does not wait on rows
-    running to the token cap."""
+    the answer given, not what a rambling row says after it; a row that rambles ends at `answer_budget`."""
     from slam.data.records import Record
     from slam.evaluate import evaluate_model
     from slam.tasks import ANSWER_DONE
@@ -280,7 +287,8 @@ def _val_accuracy(model: Any, tok: Any, val_rows: list[dict], limit: int, templa
         return {}
     was_training = model.training
     model.eval()
-    report = evaluate_model(model, tok, records, template=template, progress=False, stop_pattern=ANSWER_DONE)
+    report = evaluate_model(model, tok, records, template=template, progress=False, stop_pattern=ANSWER_DONE,
+                            max_new_tokens=answer_budget(tok, [rec.answer for rec in records]))
     model.train(was_training)
     out = {"val_accuracy": report["average"]}
     if report["average_non_en"] is not None:  # what Tune ranks k by (English is its guard)
