@@ -96,11 +96,14 @@ def test_english_only_control_is_compared_with_the_arm_that_trains_its_layers(st
                 "tasks": {"synthetic": {"per_lang": per_lang}}}
 
     report = {**REPORT, "stable": stable, "selected_layers": pipeline_layers}
-    summary = summarize(StudyConfig(langs=["en", "de"], n_boot=100), report, [unit(a) for a in layers])
+    units = [unit(a) for a in layers] + [{**unit("bottom-k"), "rep": 1}]
+    summary = summarize(StudyConfig(langs=["en", "de"], n_boot=100), report, units)
     names = [n for n in summary["comparisons"] if n.startswith("synthetic: slam-en-only")]
     assert names == [f"synthetic: slam-en-only - {ref} (non-en)"]
     assert "bottom-k - random-k" not in " ".join(summary["comparisons"])  # no random-k arm, no comparison
     assert f"slam-en-only - {ref}" in markdown(summary)
+    per_seed = [ln for ln in markdown(summary).splitlines() if ln.startswith("Non-English accuracy per seed")]
+    assert len(per_seed) == 1 and "bottom-k " in per_seed[0] and "probe" not in per_seed[0]  # arms with > 1 seed
 
 
 @pytest.mark.integration

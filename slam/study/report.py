@@ -117,6 +117,10 @@ def markdown(summary: dict) -> str:
                          f"{100 * dn['ci'][1]:+.1f}] | {100 * de['value']:+.1f} [{100 * de['ci'][0]:+.1f}, "
                          f"{100 * de['ci'][1]:+.1f}] | {_pct(a['format_share'])}% |")
         lines += ["", t["ci_note"], ""]
+        seeds = [f"{arm} " + " / ".join(_pct(x) for x in a["per_rep_non_en"])
+                 for arm, a in t["arms"].items() if len(a["per_rep_non_en"]) > 1]
+        if seeds:
+            lines += ["Non-English accuracy per seed: " + "; ".join(seeds) + ".", ""]
     if summary["comparisons"]:
         lines += ["Paired differences in non-English accuracy (points, 95% CI):", ""]
         for name, c in summary["comparisons"].items():
