@@ -22,15 +22,32 @@ REPORT = {"scores": [0.0, 0.1, 0.9, 0.8, 0.2, 0.7, 0.1, 0.0], "probe_selected_la
 def test_units_cover_every_arm_with_the_layers_each_policy_picks():
     units = plan_units(StudyConfig(k=3, seeds=3), REPORT)
     by = {u.name: u for u in units}
-    assert [u.name for u in units][0] == "base-0" and len(units) == 1 + 7 * 3
+    assert [u.name for u in units][0] == "base-0" and len(units) == 1 + 8 * 3
     assert by["probe-0"].layers == [2, 3, 5]                  # the probe's own choice, even when unstable
     assert by["slam-en-only-1"].layers == [0, 1, 2] and by["slam-en-only-1"].data_langs == ["en"]
     assert by["bottom-k-2"].layers == [0, 1, 2] and by["top-layers-0"].layers == [5, 6, 7]
-    assert [u.name for u in units][1:9] == [f"{a}-0" for a in ("probe", "bottom-k", "random-k", "top-layers", "full",
-                                                                "two-stage", "slam-en-only")] + ["probe-1"]
+    assert [u.name for u in units][1:10] == [f"{a}-0" for a in ("probe", "bottom-k", "random-k", "top-layers", "full",
+                                                                 "two-stage", "bottom-k-long", "slam-en-only")] + ["probe-1"]
+    assert by["bottom-k-long-1"].layers == [0, 1, 2] and by["bottom-k-long-1"].steps == 2 * by["bottom-k-1"].steps == 120
+    assert plan_units(StudyConfig(seeds=1, long_steps=90), REPORT)[7].steps == 90
     draws = {tuple(by[f"random-k-{i}"].layers) for i in range(3)}
     assert len(draws) == 3                                      # a new draw per repetition
     assert by["full-0"].layers is None and by["two-stage-0"].method == "two-stage"
+
+
+def test_a_study_dir_takes_more_arms_and_seeds_and_settings_added_since_at_their_default(tmp_path):
+    from slam.study.plan import to_json
+    from slam.study.run import _claim
+
+    cfg = StudyConfig(arms=["base", "bottom-k"], seeds=2)
+    old = json.loads(to_json(cfg))
+    del old["long_steps"]                                      # written by a slam that had no such setting
+    (tmp_path / "study.json").write_text(json.dumps(old))
+    _claim(tmp_path, StudyConfig(arms=["base", "bottom-k", "full"], seeds=3))      # extends it
+    assert json.loads((tmp_path / "study.json").read_text())["arms"] == ["base", "bottom-k", "full"]
+    for changed, name in ((dict(long_steps=90), "long_steps"), (dict(lr=1e-3), "lr")):
+        with pytest.raises(SlamError, match=rf"\({name} differ"):
+            _claim(tmp_path, StudyConfig(arms=["base", "bottom-k", "full"], **changed))
 
 
 @pytest.mark.parametrize("kw,match", [({"arms": ["base", "lora"]}, "unknown arm"), ({"arms": ["probe"]}, "include base"),

@@ -1,5 +1,5 @@
 """`slam study` — the ablation study: probe-selected vs bottom-k vs random-k vs top layers vs full vs two-stage
-vs SLAM on English only, same data and budget, paired bootstrap CIs per language.
+vs SLAM at full fine-tuning's time vs SLAM on English only, same data and budget, paired bootstrap CIs per language.
 
     slam study run --out runs/study                               # SmolLM2 + synthetic world (hours on 2 CPUs; see README)
     slam study run --out runs/study --background                  # detached; log in runs/study/study.log
@@ -46,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--seeds", type=int, default=d.seeds, help="repetitions of every trained arm")
     r.add_argument("--k", type=int, default=d.k, help="layers per SLAM arm")
     r.add_argument("--steps", type=int, default=d.steps, help="optimizer steps per arm (per stage for two-stage)")
+    r.add_argument("--long-steps", type=int, default=d.long_steps,
+                   help="steps of the bottom-k-long arm (0 = 2 x --steps: about full fine-tuning's time)")
     r.add_argument("--lr", type=float, default=d.lr, help="learning rate of every arm")
     r.add_argument("--questions", type=int, default=d.questions, help="test questions per language")
     r.add_argument("--synth-problems", type=int, default=d.synth_problems, help="training problems per language when synthesizing")
@@ -68,7 +70,8 @@ def _config(args: argparse.Namespace):
     from slam.study.plan import StudyConfig, check
 
     cfg = StudyConfig(model=args.model, data=args.data, langs=split_list(args.langs, "--langs"),
-                      arms=split_list(args.arms, "--arms"), seeds=args.seeds, k=args.k, steps=args.steps, lr=args.lr,
+                      arms=split_list(args.arms, "--arms"), seeds=args.seeds, k=args.k, steps=args.steps,
+                      long_steps=args.long_steps, lr=args.lr,
                       questions=args.questions, synth_problems=args.synth_problems, probe_method=args.probe_method,
                       probe_selection=args.probe_selection, tasks=split_list(args.tasks, "--tasks"),
                       max_new_tokens=args.max_new_tokens, mlflow_uri=args.mlflow_uri, experiment=args.experiment)

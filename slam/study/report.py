@@ -20,7 +20,7 @@ from slam.study.stats import boot_means, bootstrap_indices, ci_half_width, seed_
 # slam-en-only against the arm that trains its layers on every language (see _same_layers).
 COMPARISONS = [("probe", "random-k"), ("probe", "top-layers"), ("probe", "bottom-k"), ("bottom-k", "random-k"),
                ("bottom-k", "top-layers"), ("probe", "two-stage"), ("probe", "full"), ("bottom-k", "two-stage"),
-               ("bottom-k", "full")]
+               ("bottom-k", "full"), ("bottom-k-long", "bottom-k"), ("bottom-k-long", "full")]
 
 
 def _same_layers(results: list[dict]) -> str | None:

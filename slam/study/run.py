@@ -106,6 +106,8 @@ def _claim(root: Path, cfg: StudyConfig) -> None:
     f = root / "study.json"
     if f.is_file():
         old, new = json.loads(f.read_text()), json.loads(to_json(cfg))
+        # a setting that an older slam did not write had its default there
+        old = {**json.loads(to_json(StudyConfig(arms=cfg.arms, seeds=cfg.seeds))), **old}
         differ = sorted(k for k in old.keys() | new.keys() if k not in _EXTENDABLE and old.get(k) != new.get(k))
         if differ:
             raise SlamError(f"{root} holds a study with other settings ({', '.join(differ)} differ in study.json; "
