@@ -39,15 +39,50 @@ def test_a_study_dir_takes_more_arms_and_seeds_and_settings_added_since_at_their
     from slam.study.plan import to_json
     from slam.study.run import _claim
 
-    cfg = StudyConfig(arms=["base", "bottom-k"], seeds=2)
-    old = json.loads(to_json(cfg))
-    del old["long_steps"]                                      # written by a slam that had no such setting
-    (tmp_path / "study.json").write_text(json.dumps(old))
+    def old_style(**kw):  # study.json as a slam without the long_steps setting wrote it
+        d = json.loads(to_json(StudyConfig(**kw)))
+        del d["long_steps"]
+        (tmp_path / "study.json").write_text(json.dumps(d))
+
+    old_style(arms=["base", "bottom-k"], seeds=2)
     _claim(tmp_path, StudyConfig(arms=["base", "bottom-k", "full"], seeds=3))      # extends it
     assert json.loads((tmp_path / "study.json").read_text())["arms"] == ["base", "bottom-k", "full"]
-    for changed, name in ((dict(long_steps=90), "long_steps"), (dict(lr=1e-3), "lr")):
-        with pytest.raises(SlamError, match=rf"\({name} differ"):
-            _claim(tmp_path, StudyConfig(arms=["base", "bottom-k", "full"], **changed))
+    with pytest.raises(SlamError, match=r"\(lr differ"):
+        _claim(tmp_path, StudyConfig(arms=["base", "bottom-k", "full"], lr=1e-3))
+    old_style(arms=["base", "bottom-k"])
+    _claim(tmp_path, StudyConfig(arms=["base", "bottom-k-long"], long_steps=90))  # nothing trained with it yet
+    old_style(arms=["base", "bottom-k-long"])
+    _claim(tmp_path, StudyConfig(arms=["base", "bottom-k-long"], long_steps=120))  # = the old default, 2 x 60
+    old_style(arms=["base", "bottom-k-long"])
+    with pytest.raises(SlamError, match=r"\(long_steps differ"):
+        _claim(tmp_path, StudyConfig(arms=["base", "bottom-k-long"], long_steps=90))
+
+
+def test_report_shows_the_study_s_current_arms_and_seeds_only(tmp_path, capsys):
+    """A dir that dropped an arm or a seed keeps those units' files; `slam study report` leaves them out,
+    like `slam study run` does."""
+    from slam.cli import main
+    from slam.study.plan import to_json
+
+    rng = np.random.default_rng(0)
+
+    def unit(arm, rep):
+        per_lang = {lg: {"ids": [f"q{i}" for i in range(20)], "correct": list(map(int, rng.random(20) < 0.4)),
+                         "format": [1] * 20} for lg in ("en", "de")}
+        return {"arm": arm, "rep": rep, "layers": None if arm in ("base", "full") else [0, 1, 2],
+                "trainable": 0 if arm == "base" else 10, "trainable_fraction": 0.0 if arm == "base" else 0.1,
+                "train_seconds": 1.0, "tasks": {"synthetic": {"per_lang": per_lang}}}
+
+    (tmp_path / "study.json").write_text(to_json(StudyConfig(langs=["en", "de"], arms=["base", "bottom-k"], seeds=1,
+                                                             n_boot=50)))
+    (tmp_path / "probe").mkdir()
+    (tmp_path / "probe" / "probe.json").write_text(json.dumps(REPORT))
+    (tmp_path / "units").mkdir()
+    for arm, rep in (("base", 0), ("bottom-k", 0), ("bottom-k", 1), ("full", 0)):
+        (tmp_path / "units" / f"{arm}-{rep}.json").write_text(json.dumps(unit(arm, rep)))
+    assert main(["study", "report", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "table.md").read_text()
+    assert "| bottom-k | 1 |" in table and "| full |" not in table and "| base | 1 |" in table
 
 
 @pytest.mark.parametrize("kw,match", [({"arms": ["base", "lora"]}, "unknown arm"), ({"arms": ["probe"]}, "include base"),
@@ -90,6 +125,7 @@ def test_seeds_that_disagree_widen_the_interval_and_one_seed_changes_nothing():
     _, alo, ahi = mean_ci(agree, idx, seed_draws(2, 2000, seed=3))
     _, olo, ohi = mean_ci(arm[1], idx)
     assert np.isclose(ahi - alo, ohi - olo)
+    assert mean_ci(arm[1], idx, seed_draws(1, 2000, seed=0)) == mean_ci(arm[1], idx)   # one seed: questions only
     base = (rng.random(n) < 0.2).astype(float)
     d, dlo, dhi = paired_ci(arm, base, idx, seed_draws(2, 2000, seed=3), seed_draws(1, 2000, seed=4))
     assert dlo < 0.05 and dhi > 0.35                                   # +20 points on average, but one seed was +0

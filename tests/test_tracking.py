@@ -117,14 +117,17 @@ def test_same_key_reattaches_instead_of_duplicating(embedded):
 
 
 def test_an_experiment_note_replaces_slams_generic_note_but_never_a_users(embedded, embedded_uri):
+    import uuid
+
     from slam.tracking import EXPERIMENT_TAGS, NOTE_TAG
 
     client = embedded.client
     assert client.get_experiment(embedded.experiment_id).tags[NOTE_TAG] == EXPERIMENT_TAGS[NOTE_TAG]
     embedded.describe_experiment("a study")
     assert client.get_experiment(embedded.experiment_id).tags[NOTE_TAG] == "a study"
-    theirs = client.create_experiment("users-own", tags={NOTE_TAG: "our team's notes"})
-    get_tracker(TrackingConfig(uri=embedded_uri, experiment="users-own")).describe_experiment("another study")
+    name = f"users-own-{uuid.uuid4().hex[:8]}"  # the store is shared by the module (and by a rerun)
+    theirs = client.create_experiment(name, tags={NOTE_TAG: "our team's notes"})
+    get_tracker(TrackingConfig(uri=embedded_uri, experiment=name)).describe_experiment("another study")
     assert client.get_experiment(theirs).tags[NOTE_TAG] == "our team's notes"
     NullTracker().describe_experiment("nothing to write to")
 

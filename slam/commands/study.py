@@ -134,7 +134,9 @@ def report(args: argparse.Namespace) -> int:
         raise SlamError(f"{out} holds no study (no study.json)")
     cfg = StudyConfig(**json.loads((out / "study.json").read_text()))
     report = json.loads((out / "probe" / "probe.json").read_text())
-    results = [json.loads(p.read_text()) for p in sorted((out / "units").glob("*.json"))]
+    # the units of the study's current arms and seeds (a dir that dropped an arm keeps its files)
+    results = [r for r in (json.loads(p.read_text()) for p in sorted((out / "units").glob("*.json")))
+               if r["arm"] in cfg.arms and (r["arm"] == "base" or r["rep"] < cfg.seeds)]
     if not any(r["arm"] == "base" for r in results):
         raise SlamError(f"{out}: the base model has not been evaluated yet; see {out / 'study.log'}")
     summary = summarize(cfg, report, results)

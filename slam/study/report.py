@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,8 @@ def summarize(cfg: StudyConfig, report: dict, results: list[dict]) -> dict[str, 
                     raise ValueError(f"{arm} was evaluated on other {lg} questions than base: not paired")
             cor = {lg: np.array([x[lg]["correct"] for x in rs], dtype=float) for lg in langs}
             fmt = np.mean([np.mean(x[lg]["format"]) for x in rs for lg in langs])
-            seeds = seed_draws(len(rs), cfg.n_boot, seed=1000 + ARMS.index(arm))  # one draw for all languages
+            # one draw for all languages of the arm; seeded by its name, so adding arms leaves it unchanged
+            seeds = seed_draws(len(rs), cfg.n_boot, seed=zlib.crc32(arm.encode()))
             boots[arm] = {lg: boot_means(cor[lg], idx[lg], seeds) for lg in langs}
             non_en = [lg for lg in langs if lg != "en"]
             boots[arm]["non-en"] = np.mean([boots[arm][lg] for lg in non_en], axis=0)
@@ -85,8 +87,7 @@ def summarize(cfg: StudyConfig, report: dict, results: list[dict]) -> dict[str, 
         t["ci_note"] = (f"n = {min(t['n'].values())} questions per language: a single accuracy near 50% has a 95% "
                         f"interval of about +-{100 * ci_half_width(0.5, min(t['n'].values())):.1f} points "
                         f"(+-{100 * ci_half_width(p, min(t['n'].values())):.1f} at the base model's "
-                        f"{100 * p:.0f}%); paired differences are narrower. Intervals resample questions (paired across arms) "
-                        f"and each arm's seeds.")
+                        f"{100 * p:.0f}%). Intervals resample the questions (paired across arms) and each arm's seeds.")
         out["tasks"][task] = t
         for arm in arms:
             headline[f"{task}_{arm}_non_en"] = t["arms"][arm]["acc"]["non-en"]

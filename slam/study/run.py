@@ -41,18 +41,24 @@ def run_study(cfg: StudyConfig, out: str) -> dict[str, Any]:
     report = _probe(cfg, data, root / "probe")
     units = plan_units(cfg, report)
     storage.write_json(str(root / "plan.json"), {"units": describe_units(units)})
+    todo = [u.name for u in units if not (root / "units" / f"{u.name}.json").is_file()]
+    log.info("study: %d of %d units to run%s", len(todo), len(units), f": {', '.join(todo)}" if todo else "")
     uri = cfg.mlflow_uri or embedded_tracking_uri(root / "mlflow")
     tracker = get_tracker(TrackingConfig(uri=uri, experiment=cfg.experiment))
     t0 = time.time()
     key = f"study/{root}"
-    tracker.describe_experiment(STUDY_NOTE)
+    try:
+        tracker.describe_experiment(STUDY_NOTE)
+    except SlamError as e:  # a note is not worth stopping a study for (e.g. no right to tag a shared experiment)
+        log.warning("study: could not describe the MLflow experiment: %s", e)
     with tracker.run(f"study-{root.name}", key=key, tags={"slam.step": "study"}) as parent:
         parent.log_params({"model": cfg.model, "langs": cfg.langs, "k": cfg.k,
                            "steps": cfg.steps, "lr": cfg.lr, "questions": cfg.questions,
                            "probe_layers": ",".join(map(str, report["probe_selected_layers"])),
                            "probe_stable": report["stable"]})
         # tags, not params: an extended study changes them, and MLflow params are write-once
-        parent.set_tags({"slam.study.arms": ",".join(cfg.arms), "slam.study.seeds": cfg.seeds})
+        parent.set_tags({"slam.study.arms": ",".join(cfg.arms), "slam.study.seeds": cfg.seeds,
+                         "slam.study.long_steps": cfg.long_steps or 2 * cfg.steps})
         for i, unit in enumerate(units):
             path = root / "units" / f"{unit.name}.json"
             if path.is_file():
@@ -63,7 +69,7 @@ def run_study(cfg: StudyConfig, out: str) -> dict[str, Any]:
             storage.write_json(str(path), result)
             with tracker.run(unit.name, key=f"study/{root}/{unit.name}", parent_run_id=parent.id,
                              tags={"slam.step": "study-arm", "slam.arm": unit.arm}) as run:
-                run.log_params({"arm": unit.arm, "rep": unit.rep, "method": unit.method,
+                run.log_params({"arm": unit.arm, "rep": unit.rep, "method": unit.method, "steps": unit.steps,
                                 "layers": ",".join(map(str, unit.layers or [])) or "all",
                                 "data_langs": unit.data_langs, "trainable": result["trainable"]})
                 run.log_metrics(_unit_metrics(result))
@@ -105,16 +111,26 @@ def _claim(root: Path, cfg: StudyConfig) -> None:
     seeds may change (add `full` to a finished study, or a fourth seed); finished units are reused."""
     f = root / "study.json"
     if f.is_file():
-        old, new = json.loads(f.read_text()), json.loads(to_json(cfg))
         # a setting that an older slam did not write had its default there
-        old = {**json.loads(to_json(StudyConfig(arms=cfg.arms, seeds=cfg.seeds))), **old}
-        differ = sorted(k for k in old.keys() | new.keys() if k not in _EXTENDABLE and old.get(k) != new.get(k))
+        old = {**json.loads(to_json(StudyConfig())), **json.loads(f.read_text())}
+        new = json.loads(to_json(cfg))
+        differ = [k for k in sorted(old.keys() | new.keys())
+                  if k not in _EXTENDABLE and _effective(old, k) != _effective(new, k)
+                  and not (k == "long_steps" and "bottom-k-long" not in old["arms"])]  # nothing trained with it yet
         if differ:
             raise SlamError(f"{root} holds a study with other settings ({', '.join(differ)} differ in study.json; "
                             f"only {' and '.join(_EXTENDABLE)} may change); use another --out or the same settings")
         if old == new:
             return
+        log.info("study: %s now has arms %s and %d seed(s) (was %s, %d); finished units are reused", root,
+                 ",".join(cfg.arms), cfg.seeds, ",".join(old["arms"]), old["seeds"])
     storage.write_text(str(f), to_json(cfg) + "\n")
+
+
+def _effective(settings: dict, key: str) -> Any:
+    if key == "long_steps":  # 0 means 2 x steps
+        return settings["long_steps"] or 2 * settings["steps"]
+    return settings.get(key)
 
 
 def _synth(cfg: StudyConfig, out: Path) -> str:

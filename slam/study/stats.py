@@ -6,8 +6,11 @@
 Two sources of noise, both in every interval. The questions: every arm is evaluated on the same ones, so
 differences are paired — one bootstrap draw resamples question indices once and applies them to every arm
 and seed. The training: an arm's accuracy is its mean over seeds, and each draw also resamples the arm's
-seeds (with replacement, independently per arm: seed i of one arm has nothing to do with seed i of
-another), so an arm whose seeds disagree gets the wider interval it deserves. One seed: questions only.
+seeds (with replacement, independently per arm: seed i gives every arm the same data order, but each arm
+trains a different model from it, so treating them as unrelated is the conservative choice), so an arm
+whose seeds disagree gets the wider interval it deserves. One seed: questions only. With 2-3 seeds the
+seed part is coarse (few distinct resamples) and counts each seed's question noise again: the intervals
+err on the wide side.
 """
 
 from __future__ import annotations
