@@ -17,11 +17,13 @@ from slam import storage
 from slam.study.plan import ARMS, StudyConfig
 from slam.study.stats import boot_means, bootstrap_indices, ci_half_width, seed_draws
 
-# Which layers: the probe's choice and the paper's bottom-k, each against the controls. Is it the languages:
-# slam-en-only against the arm that trains its layers on every language (see _same_layers).
+# Which layers: the probe's choice and the paper's bottom-k, each against the controls. SLAM or full-parameter
+# training: against full and two-stage at equal steps (bottom-k) and at about equal time (bottom-k-long). Is it
+# the languages: slam-en-only against the arm that trains its layers on every language (see _same_layers).
 COMPARISONS = [("probe", "random-k"), ("probe", "top-layers"), ("probe", "bottom-k"), ("bottom-k", "random-k"),
                ("bottom-k", "top-layers"), ("probe", "two-stage"), ("probe", "full"), ("bottom-k", "two-stage"),
-               ("bottom-k", "full"), ("bottom-k-long", "bottom-k"), ("bottom-k-long", "full")]
+               ("bottom-k", "full"), ("bottom-k-long", "bottom-k"), ("bottom-k-long", "full"),
+               ("bottom-k-long", "two-stage")]
 
 
 def _same_layers(results: list[dict]) -> str | None:
