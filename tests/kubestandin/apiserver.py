@@ -672,8 +672,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Audit-Id", str(uuid.uuid4()))
         for k, v in headers or []:
             self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client stopped waiting (its timeout): as kube, say nothing
+            pass
         self._rec.code = code
 
     def _send_text(self, code: int, text: str) -> None:
