@@ -61,7 +61,7 @@ _MAX_PARAM_LEN = 6000
 NOTE_TAG = "mlflow.note.content"
 EXPERIMENT_TAGS = {
     "mlflow.experimentKind": "custom_model_development",
-    "mlflow.note.content": "SLAM runs: one parent run per pipeline run with its steps nested (data, probe, tune, "
+    NOTE_TAG: "SLAM runs: one parent run per pipeline run with its steps nested (data, probe, tune, "
     "train, eval-base, eval-slam, register). Compare base and SLAM on the `acc/<task>/<lang>` metrics (percent); "
     "the eval-slam run also carries `base/…` and `delta/…`.",
 }

@@ -126,7 +126,7 @@ def _plain_args(args: argparse.Namespace) -> dict:
 def report(args: argparse.Namespace) -> int:
     import json
 
-    from slam.study.plan import StudyConfig
+    from slam.study.plan import StudyConfig, plan_units
     from slam.study.report import markdown, summarize, write_report
 
     out = Path(args.out)
@@ -134,9 +134,9 @@ def report(args: argparse.Namespace) -> int:
         raise SlamError(f"{out} holds no study (no study.json)")
     cfg = StudyConfig(**json.loads((out / "study.json").read_text()))
     report = json.loads((out / "probe" / "probe.json").read_text())
-    # the units of the study's current arms and seeds (a dir that dropped an arm keeps its files)
-    results = [r for r in (json.loads(p.read_text()) for p in sorted((out / "units").glob("*.json")))
-               if r["arm"] in cfg.arms and (r["arm"] == "base" or r["rep"] < cfg.seeds)]
+    # the finished units of the study as planned now (a dir that dropped an arm or seed keeps their files)
+    planned = [out / "units" / f"{u.name}.json" for u in plan_units(cfg, report)]
+    results = [json.loads(p.read_text()) for p in planned if p.is_file()]
     if not any(r["arm"] == "base" for r in results):
         raise SlamError(f"{out}: the base model has not been evaluated yet; see {out / 'study.log'}")
     summary = summarize(cfg, report, results)

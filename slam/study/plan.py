@@ -64,6 +64,11 @@ class StudyConfig:
     experiment: str = "slam-study"
 
 
+def effective_long_steps(long_steps: int, steps: int) -> int:
+    """The bottom-k-long arm's steps: `long_steps`, or 2 x `steps` when it is 0."""
+    return long_steps or 2 * steps
+
+
 def check(cfg: StudyConfig) -> None:
     problems = []
     bad = [a for a in cfg.arms if a not in ARMS]
@@ -119,7 +124,7 @@ def plan_units(cfg: StudyConfig, report: dict) -> list[Unit]:
         # what the pipeline trains: the probe's choice, or bottom-k when the probe reported itself unstable
         "slam-en-only": select_layers(report, cfg.k, cfg.probe_selection),
     }
-    long_steps = cfg.long_steps or 2 * cfg.steps
+    long_steps = effective_long_steps(cfg.long_steps, cfg.steps)
     units: list[Unit] = [Unit("base", 0, "none", None, list(cfg.langs), 0)]
     for rep in range(cfg.seeds):
         for arm in [a for a in ARMS if a in cfg.arms and a != "base"]:

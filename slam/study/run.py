@@ -23,7 +23,16 @@ from typing import Any
 
 from slam import storage
 from slam.errors import SlamError
-from slam.study.plan import StudyConfig, Unit, check, describe_units, plan_units, to_json, train_overrides
+from slam.study.plan import (
+    StudyConfig,
+    Unit,
+    check,
+    describe_units,
+    effective_long_steps,
+    plan_units,
+    to_json,
+    train_overrides,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +67,7 @@ def run_study(cfg: StudyConfig, out: str) -> dict[str, Any]:
                            "probe_stable": report["stable"]})
         # tags, not params: an extended study changes them, and MLflow params are write-once
         parent.set_tags({"slam.study.arms": ",".join(cfg.arms), "slam.study.seeds": cfg.seeds,
-                         "slam.study.long_steps": cfg.long_steps or 2 * cfg.steps})
+                         "slam.study.long_steps": effective_long_steps(cfg.long_steps, cfg.steps)})
         for i, unit in enumerate(units):
             path = root / "units" / f"{unit.name}.json"
             if path.is_file():
@@ -128,8 +137,8 @@ def _claim(root: Path, cfg: StudyConfig) -> None:
 
 
 def _effective(settings: dict, key: str) -> Any:
-    if key == "long_steps":  # 0 means 2 x steps
-        return settings["long_steps"] or 2 * settings["steps"]
+    if key == "long_steps":
+        return effective_long_steps(settings["long_steps"], settings["steps"])
     return settings.get(key)
 
 
