@@ -86,7 +86,8 @@ def test_report_shows_the_study_s_current_arms_and_seeds_only(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("kw,match", [({"arms": ["base", "lora"]}, "unknown arm"), ({"arms": ["probe"]}, "include base"),
-                                      ({"seeds": 0}, "seeds must be"), ({"langs": ["de", "fr"]}, "include en")])
+                                      ({"seeds": 0}, "seeds must be"),
+                                      ({"long_steps": -1}, "long_steps must be >= 0"), ({"langs": ["de", "fr"]}, "include en")])
 def test_bad_study_settings_are_one_clear_error(kw, match):
     with pytest.raises(SlamError, match=match):
         check(StudyConfig(**kw))
