@@ -24,18 +24,20 @@ from slam.errors import SlamError
 
 log = logging.getLogger(__name__)
 
-def evaluate_model(model: Any, tokenizer: Any, records: Sequence[Any], *, batch_size: int = 16,
+def evaluate_model(model: Any, tokenizer: Any, records: Sequence[Any], *, batch_size: int | None = None,
                    max_new_tokens: int = 160, template: str = "alpaca", progress: bool = True,
                    extract: Callable[[str], float | None] | None = None, stop_pattern: str | None = None) -> dict:
     """Generate an answer for every record and score it against `record.gold`, per language.
 
     `records` are slam.data.records.Record (anything with id, lang, question, gold works). `extract`
     turns a completion into a number (default: slam.tasks.extract_number, the shared protocol).
+    `batch_size` None = slam.generation's default for the model's device.
     """
-    from slam.generation import generate
+    from slam.generation import default_batch_size, generate
     from slam.tasks import extract_number, is_correct
 
     extract = extract or extract_number
+    batch_size = default_batch_size(model) if batch_size is None else batch_size
     _validate(records, batch_size, max_new_tokens, template)
     t0 = time.perf_counter()
     completions, new_tokens = generate(model, tokenizer, [r.question for r in records], batch_size=batch_size,
@@ -56,7 +58,7 @@ def evaluate_model(model: Any, tokenizer: Any, records: Sequence[Any], *, batch_
 
 
 def evaluate_task(model: Any, tokenizer: Any, task: str, source: str, *, langs: list[str] | None = None,
-                  limit: int | None = None, exclude: Sequence[str] = (), batch_size: int = 16,
+                  limit: int | None = None, exclude: Sequence[str] = (), batch_size: int | None = None,
                   max_new_tokens: int = 0, template: str = "alpaca", progress: bool = True) -> dict:
     """Load a benchmark from `source` (slam.tasks.sources) and evaluate on it; max_new_tokens 0 = the
     task's protocol value. `exclude`: problem_ids held out for probing, never evaluated on."""

@@ -268,7 +268,7 @@ def tune_layer_count(*, storage: str, base_model: str, data_uri: str, probe_uri:
     best = result["best"]
     results_uri = store.write_json(store.join(step_uri(storage, "tune", key), "tune.json"), result)
     return {"uri": results_uri, "outputs": {"best_k": int(best["k"]), "layers": ",".join(map(str, best["layers"]))},
-            "metrics": _tune_metrics(result), "markdown": _tune_markdown(result, ks, results_uri)}
+            "metrics": _tune_metrics(result), "markdown": _tune_markdown(result, results_uri)}
 
 
 def _no_search(cfg: SlamConfig, ks: list[int]) -> dict | None:
@@ -300,7 +300,19 @@ def _tune_metrics(result: dict) -> dict[str, float]:
     return metrics
 
 
-def _tune_markdown(result: dict, ks: list[int], results_uri: str) -> str:
+def k_decision(result: dict) -> str:
+    """How the tune step's tune.json decided k, in one line (the step's report, the demo's summary)."""
+    best = result["best"]
+    if result.get("note"):
+        return f"k = {best['k']} ({result['note']})"
+    ks = sorted({r.get("k") for r in result["rows"]})
+    if best.get("tied"):
+        return (f"k = {best['k']}: every trial of k in {ks} scored {best['metric']} = {best['value']:.3g}, no signal "
+                "(the smallest k kept; more tune.max_steps let trials differ)")
+    return f"k = {best['k']}: Ray Tune's best of k in {ks} by {best['metric']} ({best['value']:.3g})"
+
+
+def _tune_markdown(result: dict, results_uri: str) -> str:
     best = result["best"]
     metric = best.get("metric") or "val_loss"
     rows = ["| k | selection | lr | " + metric + " | status | |", "|---:|:--|---:|---:|:--|:--|"]
@@ -310,8 +322,7 @@ def _tune_markdown(result: dict, ks: list[int], results_uri: str) -> str:
         rows.append(f"| {r.get('k')} | {r.get('selection')} | {r.get('lr')} | {shown} | {r.get('status')} | "
                     f"{'best' if r.get('trial') == best.get('trial') else ''} |")
     return (f"# Layer-count search (Ray Tune)\n\nLayers to train: **{', '.join(map(str, best['layers']))}** "
-            f"(k = {best['k']}, grid {ks}, {metric})\n\n"
-            + ("\n".join(rows) if result["rows"] else result.get("note", "")) + f"\n\n`{results_uri}`\n")
+            f"({k_decision(result)})\n\n" + ("\n".join(rows) if result["rows"] else "") + f"\n\n`{results_uri}`\n")
 
 
 @timed

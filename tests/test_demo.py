@@ -48,6 +48,9 @@ def test_quick_demo_end_to_end_on_s3(quick_demo):
     assert f"mlflow ui --backend-store-uri sqlite:///{out.resolve()}/mlflow/mlflow.db" in printed
     assert "#/experiments/" in printed and "workflowType=machine_learning" in printed   # the training view
     assert summary["best_k"] in (2, 4)
+    # how k was decided, said plainly: Tune's pick by its metric, or that its trials tied (no signal)
+    decided = summary["k_decision"]
+    assert decided.startswith(f"k = {summary['best_k']}: ") and "k in [2, 4]" in decided and decided in printed
     assert len(summary["trained_layers"].split(",")) == summary["best_k"]
     assert summary["wall_s"] > 0 and "train-slam" in summary["steps_s"]
     lines = printed.splitlines()

@@ -190,6 +190,22 @@ def test_report_without_english_has_no_english_score(tok, model):
     assert report["english"] is None and report["average_non_en"] == report["average"]
 
 
+def test_batch_size_left_open_follows_the_device(tok, model, monkeypatch):
+    # CPU decoding is bound by reading the weights: the default batch is the CPU one, and the report says
+    # which batch produced it; on an accelerator (KV cache bound) it is the smaller one
+    records = [_rec("en", i, q, 1.0) for i, q in enumerate(QUESTIONS)]
+    report = evaluate.evaluate_model(model, tok, records, max_new_tokens=3, progress=False)
+    assert report["meta"]["batch_size"] == generation.DEFAULT_BATCH_SIZE["cpu"] == generation.default_batch_size(model)
+    assert evaluate.evaluate_model(model, tok, records, batch_size=2, max_new_tokens=3,
+                                   progress=False)["meta"]["batch_size"] == 2
+
+    class OnAccelerator:
+        def parameters(self):
+            return iter([torch.nn.Parameter(torch.zeros(1, device="meta"))])
+
+    assert generation.default_batch_size(OnAccelerator()) == generation.DEFAULT_BATCH_SIZE["accelerator"] < 64
+
+
 def test_bad_requests_are_reported_together(tok, model):
     with pytest.raises(SlamError) as e:
         evaluate.evaluate_model(model, tok, [_rec("en", 0, "q", None)], batch_size=0, max_new_tokens=0,

@@ -72,3 +72,16 @@ def test_a_tuned_lr_and_layers_reach_training(world):
     again = steps.train_slam(storage=str(root / "store"), base_model=model, data_uri=data, probe_uri=probe,
                              tune_uri=tune_uri, overrides=FAST + ";train.lr=0.5")
     assert read_manifest(again["uri"])["lr"] == 0.5
+
+
+@pytest.mark.parametrize("result,says", [
+    ({"best": {"k": 6}, "rows": [], "note": "one candidate: no search"}, "k = 6 (one candidate: no search)"),
+    ({"best": {"k": 2, "metric": "val_accuracy_non_en", "value": 0.0, "tied": True},
+      "rows": [{"k": 2}, {"k": 6}]}, "k = 2: every trial of k in [2, 6] scored val_accuracy_non_en = 0, no signal"),
+    ({"best": {"k": 6, "metric": "val_accuracy_non_en", "value": 0.25, "tied": False},
+      "rows": [{"k": 6}, {"k": 2}, {"k": 6}]}, "k = 6: Ray Tune's best of k in [2, 6] by val_accuracy_non_en (0.25)"),
+])
+def test_how_k_was_decided_is_said_in_one_line(result, says):
+    from slam.steps import k_decision
+
+    assert k_decision(result).startswith(says)

@@ -93,6 +93,20 @@ def test_english_guard_keeps_a_trial_that_buys_languages_with_english_from_winni
     assert pick_best(rows, "val_accuracy_non_en")["trial"] == "k6"                 # no guard asked for
 
 
+@pytest.mark.parametrize("values,tied", [
+    ([0.0, 0.0], True),               # the demo's 8-step trials: no answer right anywhere
+    ([0.3, 0.3, None], True),         # a failed trial does not break the tie
+    ([0.0, 1 / 36], False),           # one question more is a signal
+    ([0.5], False),                   # one trial: nothing to compare
+    ([float("nan"), 0.2], False),
+])
+def test_a_search_whose_trials_all_score_the_same_is_flagged(values, tied):
+    from slam.distributed.tune import all_tied
+
+    rows = [{"trial": f"t{i}", "k": 2 * i + 2, "val_accuracy_non_en": v} for i, v in enumerate(values)]
+    assert all_tied(rows, "val_accuracy_non_en") is tied
+
+
 def test_pick_best_with_no_metric_is_a_clear_error():
     from slam.distributed.tune import pick_best
 
@@ -178,6 +192,7 @@ def test_tiny_tune_two_trials_s3_storage_nested_runs_and_resume(tiny_model_dir, 
     assert all("train/loss" in r.data.metrics and "val/loss" in r.data.metrics for r in trials)   # live curves
     assert all(r.data.tags["slam.step"] == "tune-trial" for r in trials)
     assert parents[0].data.params["best_k"] == str(out.best["k"])
+    assert out.best["tied"] is False and parents[0].data.params["best_by"] == "val_loss"  # losses never tie here
 
     # the same search again resumes (Tuner.restore): no trial trains again, no MLflow run is duplicated
     again = tune_search(cfg)

@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(online); synthetic: a `slam data synth` output dir")
     p.add_argument("--langs", default="", help="comma list of languages, e.g. en,de,zh (default: all in the task)")
     p.add_argument("--limit", type=int, default=None, help="questions per language (default: all)")
-    p.add_argument("--batch-size", type=int, default=16, help="questions generated together (default 16)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="questions generated together (default: 64 on CPU, 16 on a GPU)")
     p.add_argument("--max-new-tokens", type=int, default=0,
                    help="generation budget; 0 = the task's protocol value (MGSM 600, MSVAMP 300, synthetic 160)")
     p.add_argument("--prompt", choices=["alpaca", "chat"], default="alpaca",
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     problems = []
     if args.limit is not None and args.limit < 1:
         problems.append(f"--limit must be >= 1, got {args.limit}")
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         problems.append(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_new_tokens < 0:
         problems.append(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")

@@ -170,6 +170,13 @@ def pick_best(rows: list[dict[str, Any]], metric: str, english_tolerance: float 
     return min(done, key=lambda r: (sign * r[metric], r["k"]))
 
 
+def all_tied(rows: list[dict[str, Any]], metric: str) -> bool:
+    """More than one trial scored and all scored the same: no signal (e.g. accuracy 0 everywhere after a
+    few steps), so the pick is the tie rule's, not evidence."""
+    values = [r[metric] for r in rows if isinstance(r.get(metric), (int, float)) and not math.isnan(r[metric])]
+    return len(values) > 1 and max(values) - min(values) < 1e-12
+
+
 def write_outputs(rows: list[dict[str, Any]], best: dict[str, Any], metric: str, out_uri: str) -> None:
     """best.json, results.json, results.csv and tune.png (metric vs k) under out_uri, all at once."""
     import matplotlib
@@ -258,7 +265,8 @@ def _log_results(tracker: Any, parent: Any, rows: list[dict], cfgs: dict[str, di
                              if isinstance(row.get(m), (int, float))})
             run.set_tags({"slam.step": "tune-trial", "slam.trial_status": row["status"]})  # the run existed
     parent.log_params({"best_k": best["k"], "best_layers": ",".join(map(str, best["layers"])),
-                       "best_lr": best["lr"], "best_selection": best["selection"]})
+                       "best_lr": best["lr"], "best_selection": best["selection"],
+                       "best_by": "tie (every trial scored the same)" if best.get("tied") else metric})
     # the run-wide names: best/val/loss, or best/val/acc in percent
     parent.log_metrics({"best/val/loss": best["value"]} if metric == "val_loss" else {"best/val/acc": 100 * best["value"]})
     with storage.local_copy(out_uri) as d:
@@ -300,7 +308,11 @@ def tune_search(cfg: SlamConfig, *, storage_root: str | None = None, ray_address
         best = {"k": best_row["k"], "layers": best_row["layers"], "lr": best_row["lr"],
                 "selection": best_row["selection"], "metric": tc.metric, "value": best_row[tc.metric],
                 "trial": best_row["trial"], "run_dir": best_row["run_dir"], "delta_uri": best_row["delta_uri"],
-                "search": name}
+                "search": name, "tied": all_tied(rows, tc.metric)}
+        if best["tied"]:
+            log.warning("Tune: every trial scored %s = %s, so the search says nothing about k; kept the smallest "
+                        "(k = %s). Trials need more steps (tune.max_steps) or questions to differ.",
+                        tc.metric, best["value"], best["k"])
         write_outputs(rows, best, tc.metric, out_uri)  # storage first: an MLflow outage must not lose these
         _log_results(tracker, parent, rows, cfgs, best, tc.metric, out_uri)
     failed = [r["trial"] for r in rows if r["status"] == "error"]
