@@ -32,8 +32,8 @@ from slam.errors import SlamError
 
 log = logging.getLogger(__name__)
 
-# The demo's embedded defaults. Measured 25.4 min on a quiet 2-core box (README: per step; Tune's
-# accuracy-ranked trials and the evaluations are most of it).
+# The demo's embedded defaults. Measured 14.6 min on a quiet 2-core box (README: per step; training and the
+# two evaluations are most of it).
 DEMO_PARAMS: dict[str, Any] = {
     "base_model": "pypi:smollm2",
     "languages": "en,de,fr,zh,th,sw",
