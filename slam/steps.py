@@ -286,7 +286,7 @@ def _no_search(cfg: SlamConfig, ks: list[int]) -> dict | None:
 
         layers = select_layers(read_report(cfg.train.probe), ks[0], selection)
         return {"best": {"k": ks[0], "layers": layers, "lr": cfg.train.lr, "selection": selection, "metric": "",
-                         "value": None, "searched": []}, "rows": [], "note": "one candidate: no search"}
+                         "value": None, "searched": []}, "rows": [], "note": "one candidate, no search"}
     return None
 
 
@@ -304,7 +304,7 @@ def k_decision(result: dict) -> str:
     """How the tune step's tune.json decided k, in one line (the step's report, the demo's summary)."""
     best = result["best"]
     if result.get("note"):
-        return f"k = {best['k']} ({result['note']})"
+        return f"k = {best['k']}: {result['note']}"
     ks = sorted({r.get("k") for r in result["rows"]})
     if best.get("tied"):
         return (f"k = {best['k']}: every trial of k in {ks} scored {best['metric']} = {best['value']:.3g}, no signal "

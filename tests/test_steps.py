@@ -75,7 +75,7 @@ def test_a_tuned_lr_and_layers_reach_training(world):
 
 
 @pytest.mark.parametrize("result,says", [
-    ({"best": {"k": 6}, "rows": [], "note": "one candidate: no search"}, "k = 6 (one candidate: no search)"),
+    ({"best": {"k": 6}, "rows": [], "note": "one candidate, no search"}, "k = 6: one candidate, no search"),
     ({"best": {"k": 2, "metric": "val_accuracy_non_en", "value": 0.0, "tied": True},
       "rows": [{"k": 2}, {"k": 6}]}, "k = 2: every trial of k in [2, 6] scored val_accuracy_non_en = 0, no signal"),
     ({"best": {"k": 6, "metric": "val_accuracy_non_en", "value": 0.25, "tied": False},
