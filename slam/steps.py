@@ -321,8 +321,9 @@ def _tune_markdown(result: dict, results_uri: str) -> str:
         shown = f"{v:.4f}" if isinstance(v, (int, float)) else "-"
         rows.append(f"| {r.get('k')} | {r.get('selection')} | {r.get('lr')} | {shown} | {r.get('status')} | "
                     f"{'best' if r.get('trial') == best.get('trial') else ''} |")
-    return (f"# Layer-count search (Ray Tune)\n\nLayers to train: **{', '.join(map(str, best['layers']))}** "
-            f"({k_decision(result)})\n\n" + ("\n".join(rows) if result["rows"] else "") + f"\n\n`{results_uri}`\n")
+    title = "Layer-count search (Ray Tune)" if result["rows"] else "Layer count"
+    return (f"# {title}\n\nLayers to train: **{', '.join(map(str, best['layers']))}** "
+            f"— {k_decision(result)}\n\n" + ("\n".join(rows) if result["rows"] else "") + f"\n\n`{results_uri}`\n")
 
 
 @timed
