@@ -195,6 +195,9 @@ def test_tiny_study_runs_resumes_and_logs_every_arm(tmp_path, monkeypatch):
     assert "| probe | 1 |" in (out / "table.md").read_text() and (out / "study.png").is_file()
     summary = run_study(cfg, str(out))                         # resumes: only the remaining units run
     assert calls[3:] == [n for n in ["bottom-k-0", "random-k-0", "two-stage-0", "slam-en-only-0"]]
+    # a finished unit keeps its delta, not its checkpoints (a 25-unit study's filled the disk: 45 GB)
+    train = out / "train"
+    assert len(list(train.glob("*/delta"))) == 5 and not list(train.glob("*/checkpoints"))  # two-stage: stage 2's
     t = summary["tasks"]["synthetic"]
     assert t["n"] == {"en": 6, "de": 6, "zh": 6}
     assert set(t["arms"]) == {"base", "probe", "bottom-k", "random-k", "two-stage", "slam-en-only"}

@@ -6,7 +6,7 @@
 Layout under `out`: study.json (the config; other settings on the same dir are refused, except more or
 fewer arms and seeds: that extends the study and reuses every finished unit), data/ (the
 synthetic world unless cfg.data is given), probe/ (probe.json + plots), train/ (training runs, each
-resumable from its checkpoints), units/<arm>-<rep>.json (one per finished unit: per-question
+resumable from its checkpoints until its unit is finished, then only its delta is kept), units/<arm>-<rep>.json (one per finished unit: per-question
 correctness and answer format, layers, trainable parameters, training seconds), summary.json,
 table.md, study.png (arms x languages), and mlflow/ (sqlite store unless cfg.mlflow_uri). A unit
 is done when its JSON exists (written atomically, last): an interrupted study redoes at most the unit
@@ -76,6 +76,7 @@ def run_study(cfg: StudyConfig, out: str) -> dict[str, Any]:
                      time.time() - t0)
             result = _run_unit(cfg, unit, data, root, uri, key)
             storage.write_json(str(path), result)
+            _drop_checkpoints(root / "train", result.get("train_runs", []))
             with tracker.run(unit.name, key=f"study/{root}/{unit.name}", parent_run_id=parent.id,
                              tags={"slam.step": "study-arm", "slam.arm": unit.arm}) as run:
                 run.log_params({"arm": unit.arm, "rep": unit.rep, "method": unit.method, "steps": unit.steps,
@@ -183,9 +184,10 @@ def _run_unit(cfg: StudyConfig, unit: Unit, data: str, root: Path, tracking_uri:
 
         tcfg = load_config(None, train_overrides(cfg, unit, data, tracking_uri, parent_key))
         final = train_local(tcfg, str(root / "train"))
+        runs = _stage_runs(final["run_name"], unit.method)
         trained = {"trainable": int(final["trainable"]), "trainable_fraction": float(final["trainable_fraction"]),
-                   "train_seconds": _train_seconds(root / "train", final["run_name"], unit.method),
-                   "delta": final["delta_uri"], "val_loss": final.get("val_loss")}
+                   "train_seconds": _train_seconds(root / "train", runs),
+                   "delta": final["delta_uri"], "val_loss": final.get("val_loss"), "train_runs": runs}
     if trained["delta"]:
         from slam.delta import load_model_with_delta
 
@@ -198,9 +200,26 @@ def _run_unit(cfg: StudyConfig, unit: Unit, data: str, root: Path, tracking_uri:
             "data_langs": unit.data_langs, **trained, "tasks": tasks}
 
 
-def _train_seconds(train_root: Path, run_name: str, method: str) -> float:
-    """Optimizer-step seconds of the run (both stages for two-stage; validation and loading excluded)."""
-    names = [run_name.replace("-stage2", "-stage1"), run_name] if method == "two-stage" else [run_name]
+def _stage_runs(run_name: str, method: str) -> list[str]:
+    """The training run dirs of a unit (both stages for two-stage)."""
+    return [run_name.replace("-stage2", "-stage1"), run_name] if method == "two-stage" else [run_name]
+
+
+def _drop_checkpoints(train_root: Path, runs: list[str]) -> None:
+    """A finished unit needs only its JSON and its delta; its checkpoints (weights + optimizer state at
+    every checkpoint step, 4.6 GB per full fine-tuning run of SmolLM2) filled a 2-core box's disk in a
+    25-unit study. Only the study's own run dirs under <out>/train are touched."""
+    import shutil
+
+    for name in runs:
+        ckpt = train_root / name / "checkpoints"
+        if ckpt.is_dir():
+            shutil.rmtree(ckpt)
+            log.info("study: dropped the finished run's checkpoints %s", ckpt)
+
+
+def _train_seconds(train_root: Path, names: list[str]) -> float:
+    """Optimizer-step seconds of the runs (both stages for two-stage; validation and loading excluded)."""
     total = 0.0
     for name in names:
         latest = json.loads((train_root / name / "checkpoints" / "latest.json").read_text())["uri"]
