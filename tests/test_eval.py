@@ -190,7 +190,7 @@ def test_report_without_english_has_no_english_score(tok, model):
     assert report["english"] is None and report["average_non_en"] == report["average"]
 
 
-def test_batch_size_left_open_follows_the_device(tok, model, monkeypatch):
+def test_batch_size_left_open_follows_the_device(tok, model):
     # CPU decoding is bound by reading the weights: the default batch is the CPU one, and the report says
     # which batch produced it; on an accelerator (KV cache bound) it is the smaller one
     records = [_rec("en", i, q, 1.0) for i, q in enumerate(QUESTIONS)]
