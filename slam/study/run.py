@@ -7,7 +7,8 @@ Layout under `out`: study.json (the config; other settings on the same dir are r
 fewer arms and seeds: that extends the study and reuses every finished unit), data/ (the
 synthetic world unless cfg.data is given), probe/ (probe.json + plots), train/ (training runs, each
 resumable from its checkpoints until its unit is finished, then only its delta is kept),
-units/<arm>-<rep>.json (one per finished unit: per-question correctness and answer format, layers, trainable parameters, training seconds), summary.json,
+units/<arm>-<rep>.json (one per finished unit: per-question correctness and answer format, layers,
+trainable parameters, training seconds), summary.json,
 table.md, study.png (arms x languages), and mlflow/ (sqlite store unless cfg.mlflow_uri). A unit
 is done when its JSON exists (written atomically, last): an interrupted study redoes at most the unit
 it was in, and that unit's training resumes from its last checkpoint.
