@@ -194,19 +194,6 @@ class TuneConfig:
 
 
 @dataclass(frozen=True)
-class EvalConfig:
-    tasks: list[Literal["mgsm", "msvamp", "synthetic"]] = field(default_factory=lambda: ["synthetic"])
-    langs: list[str] = field(default_factory=list)
-    """Languages to evaluate; empty = all the task has."""
-    limit: int | None = None
-    """Questions per language (None = all)."""
-    batch_size: int = 16
-    max_new_tokens: int = 0
-    """0 = the task's protocol default (MGSM 600, MSVAMP 300, synthetic 160)."""
-    prompt: Literal["alpaca", "chat"] = "alpaca"
-
-
-@dataclass(frozen=True)
 class TrackingConfig:
     uri: str = ""
     """MLflow tracking URI; empty = MLFLOW_TRACKING_URI, else tracking is a do-nothing stand-in."""
@@ -237,7 +224,6 @@ class SlamConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
 
@@ -384,12 +370,18 @@ def parse_int_list(text: str, where: str = "layers", problems: list[str] | None 
     return out
 
 
+_NOT_HERE = {"eval": "evaluation is not set in this config: use `slam evaluate` flags (--task, --langs, --limit, "
+                      "--max-new-tokens) or the pipeline's parameters (eval_tasks, eval_limit, eval_max_new_tokens)"}
+"""Keys users may expect here (an earlier `eval:` section was accepted but read by nothing), and where they live."""
+
+
 def _from_dict(cls: type, data: dict[str, Any], where: str, problems: list[str]) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in data:
         if key not in names:
-            problems.append(f"{where}.{key}: unknown key (valid: {', '.join(sorted(names))})".lstrip("."))
+            why = _NOT_HERE.get(f"{where}.{key}".lstrip("."), f"unknown key (valid: {', '.join(sorted(names))})")
+            problems.append(f"{where}.{key}: {why}".lstrip("."))
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in data:

@@ -57,12 +57,9 @@ def semantic_problems(cfg: SlamConfig) -> list[str]:
             p.append(f"{name}: must be > 0, got {v}")
     for name, v in [("train.max_failures", t.max_failures), ("tune.max_concurrent_trials", tu.max_concurrent_trials),
                     ("probe.max_questions", cfg.probe.max_questions), ("tracking.retries", cfg.tracking.retries),
-                    ("train.weight_decay", t.weight_decay), ("train.max_grad_norm", t.max_grad_norm),
-                    ("eval.max_new_tokens", cfg.eval.max_new_tokens)]:
+                    ("train.weight_decay", t.weight_decay), ("train.max_grad_norm", t.max_grad_norm)]:
         if v < 0:
             p.append(f"{name}: must be >= 0, got {v}")
-    if cfg.eval.limit is not None and cfg.eval.limit <= 0:
-        p.append(f"eval.limit: must be > 0 (or unset for all), got {cfg.eval.limit}")
     if not 0 <= t.min_lr_ratio <= 1:
         p.append(f"train.min_lr_ratio: must be in [0, 1], got {t.min_lr_ratio}")
     if any(v <= 0 for v in tu.lr_grid):
@@ -78,7 +75,7 @@ def semantic_problems(cfg: SlamConfig) -> list[str]:
 
 def _list_problems(cfg: SlamConfig) -> list[str]:
     p: list[str] = []
-    for name, langs in [("data.langs", cfg.data.langs), ("probe.langs", cfg.probe.langs), ("eval.langs", cfg.eval.langs)]:
+    for name, langs in [("data.langs", cfg.data.langs), ("probe.langs", cfg.probe.langs)]:
         check_langs(langs, name, p)
         if len(set(langs)) != len(langs):
             p.append(f"{name}: duplicate language codes in {langs}")
@@ -91,7 +88,7 @@ def _original_problems(cfg: SlamConfig) -> list[str]:
     for name, v in [("train.lr", t.lr), ("train.micro_batch_size", t.micro_batch_size),
                     ("train.grad_accum", t.grad_accum), ("train.num_workers", t.num_workers),
                     ("probe.top_k", cfg.probe.top_k), ("probe.batch_size", cfg.probe.batch_size),
-                    ("eval.batch_size", cfg.eval.batch_size), ("data.max_length", cfg.data.max_length)]:
+                    ("data.max_length", cfg.data.max_length)]:
         if isinstance(v, (int, float)) and v <= 0:
             p.append(f"{name}: must be > 0, got {v}")
     # step intervals and counts where 0 means "off"

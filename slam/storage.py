@@ -217,6 +217,26 @@ def list_objects(uri: str) -> list[tuple[str, str]]:
     return out
 
 
+def remove_dir(uri: str | os.PathLike) -> None:
+    """Delete an output slam published (a superseded checkpoint): locally only a directory carrying slam's
+    `_SUCCESS` manifest (anything else could be a user's files and is refused), on S3 every object under
+    the prefix. A missing one is not an error (a retry may find it gone)."""
+    uri = str(uri)
+    if not is_s3(uri):
+        p = Path(uri)
+        if not p.exists():
+            return
+        if read_marker(p) is None:
+            raise SlamError(f"{uri}: not a finished slam output (no {SUCCESS} marker); not deleting it")
+        shutil.rmtree(p)
+        return
+    bucket, prefix = split_s3(uri)
+    keys = [prefix.rstrip("/") + "/" + rel for rel, _ in list_objects(uri)]
+    for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+        batch = {"Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True}
+        s3_call(uri, s3_client().delete_objects, Bucket=bucket, Delete=batch)
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -31,6 +31,14 @@ def test_every_problem_in_one_message(tmp_path):
     assert "\n" not in msg
 
 
+def test_an_eval_section_says_where_evaluation_is_set(tmp_path):
+    """The training config has no evaluation settings; a user's `eval:` section must not be silently ignored."""
+    f = tmp_path / "c.yaml"
+    f.write_text("eval:\n  limit: 5\n")
+    with pytest.raises(ConfigError, match=r"eval: evaluation is not set in this config: use `slam evaluate` flags"):
+        load_config(f)
+
+
 def test_semantic_checks():
     with pytest.raises(ConfigError, match="train.lr: must be > 0.*probe.fire_fraction"):
         load_config(None, ["train.lr=-1", "probe.fire_fraction=2"])

@@ -95,6 +95,36 @@ def test_resume_after_injected_failure_is_exact(world, tmp_path, monkeypatch, en
     assert read_manifest(resumed["delta_uri"])["dtype"] == {"fp32": "float32", "bf16": "bfloat16"}[precision]
 
 
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_run_keeps_only_its_two_newest_checkpoints(world, tmp_path, where, request):
+    """As the Ray path (num_to_keep=2): checkpoints at steps 2, 4, 6 leave 4 and 6, and resume still works."""
+    from slam import storage
+
+    root = request.getfixturevalue("s3_bucket") + "/run" if where == "s3" else str(tmp_path / "run")
+    ckpts = storage.join(root, "checkpoints")
+    train_loop({"cfg": to_dict(cfg_for(world)), "run_dir": root})
+    if where == "s3":
+        names = {rel.split("/")[0] for rel, _ in storage.list_objects(ckpts)}
+    else:
+        names = {p.name for p in (tmp_path / "run" / "checkpoints").iterdir()}
+    assert names == {"latest.json", "step-0000004", "step-0000006"}
+    assert storage.read_json(storage.join(ckpts, "latest.json"))["step"] == 6
+    again = train_loop({"cfg": to_dict(cfg_for(world)), "run_dir": root})  # finished: resumes at the end
+    assert again["step"] == 6
+
+
+def test_removing_a_checkpoint_refuses_a_directory_slam_did_not_publish(tmp_path):
+    from slam import storage
+
+    mine = tmp_path / "user-files"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(SlamError, match="not a finished slam output"):
+        storage.remove_dir(mine)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    storage.remove_dir(tmp_path / "gone")  # already gone: nothing to do
+
+
 def test_full_method_trains_every_tensor(world, tmp_path):
     from slam.delta import read_manifest
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,17 @@ from slam import storage
 from slam.config import SlamConfig, to_dict
 from slam.train.runs import check_inputs, resolve_layers, run_name_for, stage_run_name, stages_for
 
+KEEP_CHECKPOINTS = 2
+"""Checkpoints a run keeps, as the Ray path does (`CheckpointConfig(num_to_keep=2)`): the newest to resume
+from, and the one before it in case the newest is the one that broke. Each holds weights + optimizer state
+(4.6 GB per full fine-tuning checkpoint of SmolLM2), so keeping every one fills a disk."""
+
+_STEP_DIR = re.compile(r"step-(\d{7})")
+
 
 class LocalSession:
-    """No Ray: checkpoints are published to `<run_dir>/checkpoints/step-N`; `latest.json` points at the newest.
+    """No Ray: checkpoints are published to `<run_dir>/checkpoints/step-N`; `latest.json` points at the newest;
+    older ones beyond KEEP_CHECKPOINTS are deleted once the pointer has moved past them.
 
     Only rank 0 writes (the torch engine; DeepSpeed under torchrun would need shared local storage).
     """
@@ -53,6 +62,16 @@ class LocalSession:
             storage.publish_dir(checkpoint, uri)
             storage.write_json(storage.join(self.run_dir, "checkpoints", "latest.json"),
                                {"uri": uri, "step": metrics["step"]})
+            for old in self._checkpoint_steps()[:-KEEP_CHECKPOINTS]:
+                storage.remove_dir(storage.join(self.run_dir, "checkpoints", f"step-{old:07d}"))
+
+    def _checkpoint_steps(self) -> list[int]:
+        root = storage.join(self.run_dir, "checkpoints")
+        if storage.is_s3(root):
+            names = {rel.split("/")[0] for rel, _ in storage.list_objects(root)}
+        else:
+            names = {p.name for p in Path(root).iterdir() if p.is_dir()}
+        return sorted(int(m.group(1)) for n in names if (m := _STEP_DIR.fullmatch(n)))
 
 
 def train_local(cfg: SlamConfig, storage_root: str | None = None) -> dict[str, Any]:
