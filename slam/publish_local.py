@@ -124,6 +124,19 @@ def recover(dst: Path) -> None:
         _recover_locked(dst)
 
 
+def remove(dst: Path) -> None:
+    """Delete a published output (a superseded checkpoint) and what dead writers left beside it, under the
+    writers' lock. Only a directory carrying slam's manifest: anything else may be a user's files."""
+    if not dst.exists():
+        return
+    with _lock(dst):
+        _recover_locked(dst)
+        if storage.read_marker(dst) is None:
+            raise SlamError(f"{dst}: not a finished slam output (no {storage.SUCCESS} marker); not deleting it")
+        shutil.rmtree(dst)
+        _remove_leftovers(dst)
+
+
 def _recover_locked(dst: Path) -> None:
     old = sorted(dst.parent.glob(f".{dst.name}.slam-old-*"), key=lambda p: p.stat().st_mtime)
     if old and not dst.exists():

@@ -223,12 +223,9 @@ def remove_dir(uri: str | os.PathLike) -> None:
     the prefix. A missing one is not an error (a retry may find it gone)."""
     uri = str(uri)
     if not is_s3(uri):
-        p = Path(uri)
-        if not p.exists():
-            return
-        if read_marker(p) is None:
-            raise SlamError(f"{uri}: not a finished slam output (no {SUCCESS} marker); not deleting it")
-        shutil.rmtree(p)
+        from slam import publish_local
+
+        publish_local.remove(Path(uri))
         return
     bucket, prefix = split_s3(uri)
     keys = [prefix.rstrip("/") + "/" + rel for rel, _ in list_objects(uri)]
