@@ -230,4 +230,6 @@ def test_tiny_study_runs_resumes_and_logs_every_arm(tmp_path, monkeypatch):
         sorted(r.info.run_id for r in arms)
     assert all(r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id for r in arms)
     assert "synthetic_acc_de" in arms[0].data.metrics
+    layers = {r.data.params["arm"]: r.data.params["layers"] for r in arms}
+    assert layers["base"] == "none" and layers["two-stage"] == "all" and layers["bottom-k"] == "0,1"
     json.loads((out / "summary.json").read_text())

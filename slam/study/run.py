@@ -81,7 +81,7 @@ def run_study(cfg: StudyConfig, out: str) -> dict[str, Any]:
             with tracker.run(unit.name, key=f"study/{root}/{unit.name}", parent_run_id=parent.id,
                              tags={"slam.step": "study-arm", "slam.arm": unit.arm}) as run:
                 run.log_params({"arm": unit.arm, "rep": unit.rep, "method": unit.method, "steps": unit.steps,
-                                "layers": ",".join(map(str, unit.layers or [])) or "all",
+                                "layers": _layers_param(unit),
                                 "data_langs": unit.data_langs, "trainable": result["trainable"]})
                 run.log_metrics(_unit_metrics(result))
         results = [json.loads((root / "units" / f"{u.name}.json").read_text()) for u in units]
@@ -204,6 +204,14 @@ def _run_unit(cfg: StudyConfig, unit: Unit, data: str, root: Path, tracking_uri:
 def _stage_runs(run_name: str, method: str) -> list[str]:
     """The training run dirs of a unit (both stages for two-stage)."""
     return [run_name.replace("-stage2", "-stage1"), run_name] if method == "two-stage" else [run_name]
+
+
+def _layers_param(unit) -> str:
+    """What the arm trains, as the MLflow UI's parallel-coordinates axis shows it: the untrained base is
+    "none", not "all" (its layer list is empty like full fine-tuning's)."""
+    if unit.method == "none":
+        return "none"
+    return ",".join(map(str, unit.layers or [])) or "all"
 
 
 def _drop_checkpoints(train_root: Path, runs: list[str]) -> None:
