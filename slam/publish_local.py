@@ -126,14 +126,21 @@ def recover(dst: Path) -> None:
 
 def remove(dst: Path) -> None:
     """Delete a published output (a superseded checkpoint) and what dead writers left beside it, under the
-    writers' lock. Only a directory carrying slam's manifest: anything else may be a user's files."""
+    writers' lock. Only a directory carrying slam's manifest: anything else may be a user's files. It is
+    renamed away first, so a crash mid-delete leaves a hidden `.<name>.slam-trash-*` (cleared by the next
+    remove in that dir), never a half-deleted output under its own name."""
+    for t in dst.parent.glob(".*.slam-trash-*"):
+        shutil.rmtree(t, ignore_errors=True)
     if not dst.exists():
         return
     with _lock(dst):
         _recover_locked(dst)
         if storage.read_marker(dst) is None:
             raise SlamError(f"{dst}: not a finished slam output (no {storage.SUCCESS} marker); not deleting it")
-        shutil.rmtree(dst)
+        trash = dst.with_name(f".{dst.name}.slam-trash-{uuid.uuid4().hex[:8]}")
+        os.rename(dst, trash)
+        storage.fsync_path(dst.parent)
+        shutil.rmtree(trash)
         _remove_leftovers(dst)
 
 

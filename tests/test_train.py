@@ -122,7 +122,10 @@ def test_removing_a_checkpoint_refuses_a_directory_slam_did_not_publish(tmp_path
     with pytest.raises(SlamError, match="not a finished slam output"):
         storage.remove_dir(mine)
     assert (mine / "notes.txt").read_text() == "keep me"
-    storage.remove_dir(tmp_path / "gone")  # already gone: nothing to do
+    trash = tmp_path / ".step-0000002.slam-trash-0123abcd"  # what a crash in the middle of a removal leaves
+    (trash / "weights").mkdir(parents=True)
+    storage.remove_dir(tmp_path / "gone")  # already gone: nothing to do, but the crash's leftovers are cleared
+    assert not trash.exists() and mine.is_dir()
 
 
 def test_full_method_trains_every_tensor(world, tmp_path):

@@ -25,7 +25,8 @@ from slam.train.runs import check_inputs, resolve_layers, run_name_for, stage_ru
 KEEP_CHECKPOINTS = 2
 """Checkpoints a run keeps, as the Ray path does (`CheckpointConfig(num_to_keep=2)`): the newest to resume
 from, and the one before it in case the newest is the one that broke. Each holds weights + optimizer state
-(4.6 GB per full fine-tuning checkpoint of SmolLM2), so keeping every one fills a disk."""
+(~1.6 GB per full fine-tuning checkpoint of SmolLM2: fp32 weights and two Adam moments), so keeping every
+one fills a disk."""
 
 _STEP_DIR = re.compile(r"step-(\d{7})")
 
