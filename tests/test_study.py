@@ -33,6 +33,18 @@ def test_units_cover_every_arm_with_the_layers_each_policy_picks():
     draws = {tuple(by[f"random-k-{i}"].layers) for i in range(3)}
     assert len(draws) == 3                                      # a new draw per repetition
     assert by["full-0"].layers is None and by["two-stage-0"].method == "two-stage"
+    assert {u.lr for u in units if u.arm != "base"} == {2e-4}                 # full_lr 0: every arm at lr
+
+
+def test_full_parameter_arms_train_at_their_own_lr_and_the_rest_at_lr():
+    from slam.study.plan import train_overrides
+
+    by = {u.name: u for u in plan_units(StudyConfig(k=3, seeds=1, lr=2e-4, full_lr=2e-5), REPORT)}
+    assert by["full-0"].lr == by["two-stage-0"].lr == 2e-5
+    assert {by[f"{a}-0"].lr for a in ("probe", "bottom-k", "random-k", "top-layers", "bottom-k-long",
+                                      "slam-en-only")} == {2e-4}
+    assert "train.lr=2e-05" in train_overrides(StudyConfig(), by["full-0"], "d", "u", "k")
+    assert "train.lr=0.0002" in train_overrides(StudyConfig(), by["bottom-k-0"], "d", "u", "k")
 
 
 def test_a_study_dir_takes_more_arms_and_seeds_and_settings_added_since_at_their_default(tmp_path):
@@ -41,13 +53,13 @@ def test_a_study_dir_takes_more_arms_and_seeds_and_settings_added_since_at_their
 
     def old_style(**kw):  # study.json as a slam without the long_steps setting wrote it
         d = json.loads(to_json(StudyConfig(**kw)))
-        del d["long_steps"]
+        del d["long_steps"], d["full_lr"]
         (tmp_path / "study.json").write_text(json.dumps(d))
 
     old_style(arms=["base", "bottom-k"], seeds=2)
     _claim(tmp_path, StudyConfig(arms=["base", "bottom-k", "full"], seeds=3))      # extends it
     assert json.loads((tmp_path / "study.json").read_text())["arms"] == ["base", "bottom-k", "full"]
-    with pytest.raises(SlamError, match=r"\(lr differ"):
+    with pytest.raises(SlamError, match=r"\(full_lr, lr differ"):  # full_lr 0 follows lr
         _claim(tmp_path, StudyConfig(arms=["base", "bottom-k", "full"], lr=1e-3))
     old_style(arms=["base", "bottom-k"])
     _claim(tmp_path, StudyConfig(arms=["base", "bottom-k-long"], long_steps=90))  # nothing trained with it yet
@@ -56,6 +68,13 @@ def test_a_study_dir_takes_more_arms_and_seeds_and_settings_added_since_at_their
     old_style(arms=["base", "bottom-k-long"])
     with pytest.raises(SlamError, match=r"\(long_steps differ"):
         _claim(tmp_path, StudyConfig(arms=["base", "bottom-k-long"], long_steps=90))
+    # full_lr (added later): a study whose full arm trained at lr may not switch it; one without may set it
+    old_style(arms=["base", "full"])
+    _claim(tmp_path, StudyConfig(arms=["base", "full"], full_lr=2e-4))           # = lr, what it trained with
+    with pytest.raises(SlamError, match=r"\(full_lr differ"):
+        _claim(tmp_path, StudyConfig(arms=["base", "full"], full_lr=2e-5))
+    old_style(arms=["base", "bottom-k"])
+    _claim(tmp_path, StudyConfig(arms=["base", "bottom-k", "two-stage"], full_lr=2e-5))
 
 
 def test_report_shows_the_study_s_current_arms_and_seeds_only(tmp_path, capsys):
@@ -87,7 +106,8 @@ def test_report_shows_the_study_s_current_arms_and_seeds_only(tmp_path, capsys):
 
 @pytest.mark.parametrize("kw,match", [({"arms": ["base", "lora"]}, "unknown arm"), ({"arms": ["probe"]}, "include base"),
                                       ({"seeds": 0}, "seeds must be"),
-                                      ({"long_steps": -1}, "long_steps must be >= 0"), ({"langs": ["de", "fr"]}, "include en")])
+                                      ({"long_steps": -1}, "long_steps must be >= 0"), ({"full_lr": -1e-5}, "full_lr must be"),
+                                      ({"langs": ["de", "fr"]}, "include en")])
 def test_bad_study_settings_are_one_clear_error(kw, match):
     with pytest.raises(SlamError, match=match):
         check(StudyConfig(**kw))
@@ -172,7 +192,7 @@ def test_tiny_study_runs_resumes_and_logs_every_arm(tmp_path, monkeypatch):
     synth(str(data), langs=["en", "de", "zh"], n_train=40, n_val=8, n_test=6, n_probe=8, seed=0)
     texts = [r["instruction"] + " " + r["response"] for r in read_examples(str(data), "train")]
     model = save_tiny(tmp_path / "m", "llama", num_layers=4, texts=texts)
-    cfg = StudyConfig(model=str(model), data=str(data), langs=["en", "de", "zh"], k=2, seeds=1, steps=2,
+    cfg = StudyConfig(model=str(model), data=str(data), langs=["en", "de", "zh"], k=2, seeds=1, steps=2, full_lr=1e-5,
                       questions=6, max_new_tokens=8, probe_questions=8, n_boot=200,
                       arms=["base", "probe", "bottom-k", "random-k", "two-stage", "slam-en-only"])
     out = tmp_path / "study"
@@ -207,6 +227,7 @@ def test_tiny_study_runs_resumes_and_logs_every_arm(tmp_path, monkeypatch):
     for f in ("table.md", "study.png", "summary.json"):
         assert (out / f).is_file()
     assert "Δ en vs base" in (out / "table.md").read_text()
+    assert "| two-stage | 1 | 100.0% | 1e-05 |" in (out / "table.md").read_text()
     with pytest.raises(SlamError, match=r"other settings \(steps differ"):
         run_study(StudyConfig(**{**cfg.__dict__, "steps": 3}), str(out))
     # another arm extends the finished study: only its unit runs, the rest is reused
@@ -232,4 +253,11 @@ def test_tiny_study_runs_resumes_and_logs_every_arm(tmp_path, monkeypatch):
     assert "synthetic_acc_de" in arms[0].data.metrics
     layers = {r.data.params["arm"]: r.data.params["layers"] for r in arms}
     assert layers["base"] == "none" and layers["two-stage"] == "all" and layers["bottom-k"] == "0,1"
+    lrs = {r.data.params["arm"]: float(r.data.params["lr"]) for r in arms}
+    assert lrs["two-stage"] == 1e-5 and lrs["bottom-k"] == cfg.lr
+    # what the trainer itself ran at: both stages of two-stage at full_lr, the SLAM arms at lr
+    trained = {r.data.tags.get("mlflow.runName"): float(r.data.params["train.lr"]) for r in runs
+               if r.data.tags.get("slam.step") == "train"}
+    assert sorted(lr for name, lr in trained.items() if "stage" in name) == [1e-5, 1e-5], trained
+    assert {lr for name, lr in trained.items() if "stage" not in name} == {cfg.lr}, trained
     json.loads((out / "summary.json").read_text())

@@ -48,7 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--steps", type=int, default=d.steps, help="optimizer steps per arm (per stage for two-stage)")
     r.add_argument("--long-steps", type=int, default=d.long_steps,
                    help="steps of the bottom-k-long arm (0 = 2 x --steps: about full fine-tuning's time)")
-    r.add_argument("--lr", type=float, default=d.lr, help="learning rate of every arm")
+    r.add_argument("--lr", type=float, default=d.lr, help="learning rate of the SLAM arms (and of all with no --full-lr)")
+    r.add_argument("--full-lr", type=float, default=d.full_lr,
+                   help="learning rate of full and two-stage (0 = --lr); full fine-tuning may diverge at SLAM's lr")
     r.add_argument("--questions", type=int, default=d.questions, help="test questions per language")
     r.add_argument("--synth-problems", type=int, default=d.synth_problems, help="training problems per language when synthesizing")
     r.add_argument("--probe-method", default=d.probe_method, choices=["msd", "lape", "cosine"], help="the probe arm's method")
@@ -71,7 +73,7 @@ def _config(args: argparse.Namespace):
 
     cfg = StudyConfig(model=args.model, data=args.data, langs=split_list(args.langs, "--langs"),
                       arms=split_list(args.arms, "--arms"), seeds=args.seeds, k=args.k, steps=args.steps,
-                      long_steps=args.long_steps, lr=args.lr,
+                      long_steps=args.long_steps, lr=args.lr, full_lr=args.full_lr,
                       questions=args.questions, synth_problems=args.synth_problems, probe_method=args.probe_method,
                       probe_selection=args.probe_selection, tasks=split_list(args.tasks, "--tasks"),
                       max_new_tokens=args.max_new_tokens, mlflow_uri=args.mlflow_uri, experiment=args.experiment)

@@ -3,7 +3,7 @@
     cfg = StudyConfig(model="pypi:smollm2", seeds=3)
     units = plan_units(cfg, probe_report)     # [Unit(arm="probe", rep=0, layers=[...], ...), ...]
 
-Arms, all on the same data, steps, lr and batch:
+Arms, all on the same data, steps and batch, and one lr (`full_lr` for full and two-stage when set):
 - `base`: no training (the reference for every difference and for English change);
 - `probe`: SLAM on the probe's own selection (its top-k/contiguous choice, no fallback);
 - `bottom-k`: SLAM on layers 0..k-1 (the paper's recipe);
@@ -45,6 +45,10 @@ class StudyConfig:
     long_steps: int = 0
     """Steps of the bottom-k-long arm; 0 = 2 x steps."""
     lr: float = 2e-4
+    full_lr: float = 0.0
+    """lr of the full-parameter arms (full, two-stage); 0 = `lr`. Updating every parameter tolerates a smaller
+    lr than SLAM's few FFN matrices: Gemma 3 270M's full fine-tuning diverged at 2e-4 (loss 1.85 -> 9.23 at
+    step 2) where its SLAM arms trained; the paper trains both at 2e-5."""
     micro_batch_size: int = 4
     questions: int = 100
     """Test questions per language (synthetic world: the held-out test split)."""
@@ -69,6 +73,15 @@ def effective_long_steps(long_steps: int, steps: int) -> int:
     return long_steps or 2 * steps
 
 
+FULL_ARMS = ("full", "two-stage")
+"""The arms that update every parameter: they train at `full_lr`."""
+
+
+def effective_full_lr(full_lr: float, lr: float) -> float:
+    """The full-parameter arms' lr: `full_lr`, or `lr` when it is 0."""
+    return full_lr or lr
+
+
 def check(cfg: StudyConfig) -> None:
     problems = []
     bad = [a for a in cfg.arms if a not in ARMS]
@@ -83,6 +96,8 @@ def check(cfg: StudyConfig) -> None:
         problems.append(f"long_steps must be >= 0 (0 = 2 x steps), got {cfg.long_steps}")
     if cfg.lr <= 0:
         problems.append(f"lr must be > 0, got {cfg.lr}")
+    if cfg.full_lr < 0:
+        problems.append(f"full_lr must be >= 0 (0 = lr), got {cfg.full_lr}")
     if "en" not in cfg.langs or len(cfg.langs) < 2:
         problems.append(f"langs must include en and at least one other language, got {', '.join(cfg.langs)}")
     if problems:
@@ -102,6 +117,7 @@ class Unit:
     data_langs: list[str]
     steps: int
     """Optimizer steps (per stage for two-stage)."""
+    lr: float
 
     @property
     def name(self) -> str:
@@ -125,19 +141,20 @@ def plan_units(cfg: StudyConfig, report: dict) -> list[Unit]:
         "slam-en-only": select_layers(report, cfg.k, cfg.probe_selection),
     }
     long_steps = effective_long_steps(cfg.long_steps, cfg.steps)
-    units: list[Unit] = [Unit("base", 0, "none", None, list(cfg.langs), 0)]
+    full_lr = effective_full_lr(cfg.full_lr, cfg.lr)
+    units: list[Unit] = [Unit("base", 0, "none", None, list(cfg.langs), 0, 0.0)]
     for rep in range(cfg.seeds):
         for arm in [a for a in ARMS if a in cfg.arms and a != "base"]:
-            if arm in ("full", "two-stage"):
-                units.append(Unit(arm, rep, arm, None, list(cfg.langs), cfg.steps))
+            if arm in FULL_ARMS:
+                units.append(Unit(arm, rep, arm, None, list(cfg.langs), cfg.steps, full_lr))
             elif arm == "random-k":
                 units.append(Unit(arm, rep, "slam", select_layers(report, cfg.k, "random-k", seed=rep), list(cfg.langs),
-                                  cfg.steps))
+                                  cfg.steps, cfg.lr))
             elif arm == "bottom-k-long":
-                units.append(Unit(arm, rep, "slam", slam_layers["bottom-k"], list(cfg.langs), long_steps))
+                units.append(Unit(arm, rep, "slam", slam_layers["bottom-k"], list(cfg.langs), long_steps, cfg.lr))
             else:
                 units.append(Unit(arm, rep, "slam", slam_layers[arm], ["en"] if arm == "slam-en-only" else list(cfg.langs),
-                                  cfg.steps))
+                                  cfg.steps, cfg.lr))
     return units
 
 
@@ -145,7 +162,7 @@ def train_overrides(cfg: StudyConfig, unit: Unit, data: str, tracking_uri: str, 
     """The `section.key=value` config of one unit's training (slam.config.load_config); its MLflow run
     nests under the study's parent run, found by its run key (`parent_key`)."""
     o = [f"model.path={cfg.model}", f"data.train={data}", f"data.langs=[{','.join(unit.data_langs)}]",
-         f"train.method={unit.method}", f"train.max_steps={unit.steps}", f"train.lr={cfg.lr}",
+         f"train.method={unit.method}", f"train.max_steps={unit.steps}", f"train.lr={unit.lr}",
          f"train.seed={unit.rep}", f"train.micro_batch_size={cfg.micro_batch_size}", "train.engine=torch",
          "train.checkpoint_every=20", "train.val_max_examples=32", "train.val_tasks=[cot]",
          f"tracking.uri={tracking_uri}", f"tracking.experiment={cfg.experiment}",

@@ -49,6 +49,7 @@ def summarize(cfg: StudyConfig, report: dict, results: list[dict]) -> dict[str, 
         rs = [r for r in results if r["arm"] == arm]
         out["arms"][arm] = {"reps": len(rs), "layers": [r["layers"] for r in rs],
                             "trainable": rs[0]["trainable"], "trainable_fraction": rs[0]["trainable_fraction"],
+                            "lr": rs[0].get("lr"),  # None: a unit from a slam that did not record it
                             "train_seconds": float(np.mean([r["train_seconds"] for r in rs]))}
     headline: dict[str, float] = {}
     for task in cfg.tasks:
@@ -107,14 +108,15 @@ def markdown(summary: dict) -> str:
         langs = t["langs"]
         lines += [f"### {task}: accuracy % [95% bootstrap CI] (n per language: "
                   + ", ".join(f"{lg} {n}" for lg, n in t["n"].items()) + ")", "",
-                  "| arm | reps | trainable | train s | " + " | ".join(langs) + " | non-en | Δ non-en vs base | "
+                  "| arm | reps | trainable | lr | train s | " + " | ".join(langs) + " | non-en | Δ non-en vs base | "
                   "Δ en vs base | answer format |",
-                  "|---|---:|---:|---:|" + "---:|" * len(langs) + "---:|---:|---:|---:|"]
+                  "|---|---:|---:|---:|---:|" + "---:|" * len(langs) + "---:|---:|---:|---:|"]
         for arm, a in t["arms"].items():
             meta = summary["arms"][arm]
             cells = [f"{_pct(a['acc'][lg])} [{_pct(a['ci'][lg][0])}, {_pct(a['ci'][lg][1])}]" for lg in langs]
             dn, de = a["delta_non-en"], a["delta_en"]
-            lines.append(f"| {arm} | {meta['reps']} | {100 * meta['trainable_fraction']:.1f}% | "
+            lr = f"{meta['lr']:g}" if meta.get("lr") else "-"
+            lines.append(f"| {arm} | {meta['reps']} | {100 * meta['trainable_fraction']:.1f}% | {lr} | "
                          f"{meta['train_seconds']:.0f} | " + " | ".join(cells)
                          + f" | {_pct(a['acc']['non-en'])} | {100 * dn['value']:+.1f} [{100 * dn['ci'][0]:+.1f}, "
                          f"{100 * dn['ci'][1]:+.1f}] | {100 * de['value']:+.1f} [{100 * de['ci'][0]:+.1f}, "

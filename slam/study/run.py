@@ -25,10 +25,12 @@ from typing import Any
 from slam import storage
 from slam.errors import SlamError
 from slam.study.plan import (
+    FULL_ARMS,
     StudyConfig,
     Unit,
     check,
     describe_units,
+    effective_full_lr,
     effective_long_steps,
     plan_units,
     to_json,
@@ -64,6 +66,7 @@ def run_study(cfg: StudyConfig, out: str) -> dict[str, Any]:
     with tracker.run(f"study-{root.name}", key=key, tags={"slam.step": "study"}) as parent:
         parent.log_params({"model": cfg.model, "langs": cfg.langs, "k": cfg.k,
                            "steps": cfg.steps, "lr": cfg.lr, "questions": cfg.questions,
+                           "full_lr": effective_full_lr(cfg.full_lr, cfg.lr),
                            "probe_layers": ",".join(map(str, report["probe_selected_layers"])),
                            "probe_stable": report["stable"]})
         # tags, not params: an extended study changes them, and MLflow params are write-once
@@ -81,6 +84,7 @@ def run_study(cfg: StudyConfig, out: str) -> dict[str, Any]:
             with tracker.run(unit.name, key=f"study/{root}/{unit.name}", parent_run_id=parent.id,
                              tags={"slam.step": "study-arm", "slam.arm": unit.arm}) as run:
                 run.log_params({"arm": unit.arm, "rep": unit.rep, "method": unit.method, "steps": unit.steps,
+                                "lr": unit.lr,
                                 "layers": _layers_param(unit),
                                 "data_langs": unit.data_langs, "trainable": result["trainable"]})
                 run.log_metrics(_unit_metrics(result))
@@ -127,7 +131,7 @@ def _claim(root: Path, cfg: StudyConfig) -> None:
         new = json.loads(to_json(cfg))
         differ = [k for k in sorted(old.keys() | new.keys())
                   if k not in _EXTENDABLE and _effective(old, k) != _effective(new, k)
-                  and not (k == "long_steps" and "bottom-k-long" not in old["arms"])]  # nothing trained with it yet
+                  and not _unused(k, old["arms"])]
         if differ:
             raise SlamError(f"{root} holds a study with other settings ({', '.join(differ)} differ in study.json; "
                             f"only {' and '.join(_EXTENDABLE)} may change); use another --out or the same settings")
@@ -141,7 +145,18 @@ def _claim(root: Path, cfg: StudyConfig) -> None:
 def _effective(settings: dict, key: str) -> Any:
     if key == "long_steps":
         return effective_long_steps(settings["long_steps"], settings["steps"])
+    if key == "full_lr":
+        return effective_full_lr(settings["full_lr"], settings["lr"])
     return settings.get(key)
+
+
+def _unused(key: str, arms: list[str]) -> bool:
+    """A setting no arm of the old study trained with: it may change (nothing trained differently yet)."""
+    if key == "long_steps":
+        return "bottom-k-long" not in arms
+    if key == "full_lr":
+        return not any(a in FULL_ARMS for a in arms)
+    return False
 
 
 def _synth(cfg: StudyConfig, out: Path) -> str:
@@ -197,7 +212,7 @@ def _run_unit(cfg: StudyConfig, unit: Unit, data: str, root: Path, tracking_uri:
         model, tok = load_model_and_tokenizer(resolve_model(cfg.model), device="cpu")
     tasks = {task: _evaluate(cfg, model, tok, task, data) for task in cfg.tasks}
     del model
-    return {"arm": unit.arm, "rep": unit.rep, "method": unit.method, "layers": unit.layers,
+    return {"arm": unit.arm, "rep": unit.rep, "method": unit.method, "layers": unit.layers, "lr": unit.lr,
             "data_langs": unit.data_langs, **trained, "tasks": tasks}
 
 
