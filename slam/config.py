@@ -169,7 +169,9 @@ class TuneConfig:
     k_grid: list[int] = field(default_factory=lambda: [2, 4, 6, 8])
     lr_grid: list[float] = field(default_factory=list)
     """Learning rates to try; empty = train.lr only."""
-    selections: list[Selection] = field(default_factory=lambda: ["top-k"])
+    selections: list[Selection] = field(default_factory=list)
+    """Selection policies to try; empty = the probe's own (probe.json's `selection`, the one decision the probe
+    step made: re-deriving it here would train top-k after a probe run with `contiguous` or `bottom-k`)."""
     search: Literal["grid", "random"] = "grid"
     num_samples: int = 1
     """grid: repeats of the whole grid; random: number of trials."""

@@ -280,11 +280,11 @@ def _no_search(cfg: SlamConfig, ks: list[int]) -> dict | None:
                          "metric": "", "value": None, "searched": []}, "rows": [], "note": note}
     if len(ks) == 1 and len(set(cfg.tune.lr_grid)) <= 1 and len(set(cfg.tune.selections)) <= 1:
         from slam.probe import select_layers
+        from slam.probe.select import read_report, tune_selections
 
-        selection = cfg.tune.selections[0] if cfg.tune.selections else "top-k"
-        from slam.probe.select import read_report
-
-        layers = select_layers(read_report(cfg.train.probe), ks[0], selection)
+        report = read_report(cfg.train.probe)
+        selection = tune_selections(cfg.tune.selections, report)[0]
+        layers = select_layers(report, ks[0], selection)
         return {"best": {"k": ks[0], "layers": layers, "lr": cfg.train.lr, "selection": selection, "metric": "",
                          "value": None, "searched": []}, "rows": [], "note": "one candidate, no search"}
     return None

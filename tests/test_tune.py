@@ -36,6 +36,27 @@ def test_grid_points_take_layers_from_the_probe_report():
     assert len(by_name) == 8                                              # trial names are unique
 
 
+@pytest.mark.parametrize("probe_selection,layers", [("top-k", [1, 2]), ("contiguous", [1, 2]), ("bottom-k", [0, 1]),
+                                                     ("top-layers", [2, 3])])
+def test_with_no_selections_given_the_search_keeps_the_probe_s_own_selection(probe_selection, layers):
+    """The probe step decided the policy (the pipeline's probe_selection); Tune varies k within it, it does not
+    fall back to top-k. Given selections are searched as given."""
+    from slam.distributed.tune import search_points
+
+    report = {**REPORT, "selection": probe_selection}
+    points = search_points(cfg_with(tune={"k_grid": [2]}), report)
+    assert [(p["selection"], p["layers"]) for p in points] == [(probe_selection, layers)]
+    assert search_points(cfg_with(tune={"k_grid": [2], "selections": ["top-layers"]}), report)[0]["layers"] == [2, 3]
+
+
+def test_one_candidate_is_the_probe_s_own_selection_without_a_search(tmp_path):
+    from slam.steps import _no_search
+
+    (tmp_path / "probe.json").write_text(json.dumps({**REPORT, "selection": "bottom-k"}))
+    best = _no_search(cfg_with(train={"probe": str(tmp_path / "probe.json")}), [2])["best"]
+    assert best["selection"] == "bottom-k" and best["layers"] == [0, 1]
+
+
 def test_random_search_is_a_seeded_sample_and_repeats_get_their_own_names():
     from slam.distributed.tune import search_points
 

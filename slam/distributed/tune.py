@@ -55,6 +55,7 @@ class TuneOutcome:
 def search_points(cfg: SlamConfig, report: dict) -> list[dict[str, Any]]:
     """The trials, in a fixed order: grid = k x lr x selection x num_samples; random = a seeded sample."""
     from slam.probe import select_layers
+    from slam.probe.select import tune_selections
 
     tc = cfg.tune
     lrs = tc.lr_grid or [cfg.train.lr]
@@ -62,7 +63,7 @@ def search_points(cfg: SlamConfig, report: dict) -> list[dict[str, Any]]:
     bad = [k for k in tc.k_grid if not 1 <= k <= n_layers]
     if bad:
         raise SlamError(f"tune.k_grid: {bad} outside 1..{n_layers} (the probed model has {n_layers} layers)")
-    grid = list(itertools.product(tc.k_grid, lrs, tc.selections))
+    grid = list(itertools.product(tc.k_grid, lrs, tune_selections(tc.selections, report)))
     if tc.search == "random":
         combos = [(k, lr, sel, 0) for k, lr, sel in
                   random.Random(cfg.tune.seed).sample(grid, min(tc.num_samples, len(grid)))]
@@ -293,7 +294,7 @@ def tune_search(cfg: SlamConfig, *, storage_root: str | None = None, ray_address
 
     tracker = get_tracker(cfg.tracking)
     with tracker.run(name, key=f"tune/{name}", tags={"slam.step": "tune"}, background=True) as parent:
-        parent.log_params({"k_grid": tc.k_grid, "lr_grid": tc.lr_grid or [cfg.train.lr], "selections": tc.selections,
+        parent.log_params({"k_grid": tc.k_grid, "lr_grid": tc.lr_grid or [cfg.train.lr], "selections": sorted({p["selection"] for p in points.values()}),
                            "search": tc.search, "metric": tc.metric, "max_steps": tc.max_steps, "asha": tc.asha,
                            "base_model": cfg.model.path, "probe": cfg.train.probe, "trials": len(points)})
         cfgs = {trial: _trial_cfg(cfg, p, name, f"tune/{name}") for trial, p in points.items()}

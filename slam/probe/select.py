@@ -48,6 +48,11 @@ def read_report(uri: str) -> dict:
     return report
 
 
+def tune_selections(selections: Sequence[str], report: dict) -> list[str]:
+    """The policies a layer search tries: the ones asked for, or the probe's own (its report's `selection`)."""
+    return list(selections) or [report.get("selection") or "top-k"]
+
+
 def rank_layers(scores: Sequence[float]) -> list[int]:
     """Layer indices, most language-specific first; ties go to the lower layer (deterministic)."""
     return sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))

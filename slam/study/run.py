@@ -230,9 +230,9 @@ def _layers_param(unit) -> str:
 
 
 def _drop_checkpoints(train_root: Path, runs: list[str]) -> None:
-    """A finished unit needs only its JSON and its delta; its checkpoints (weights + optimizer state at
-    every checkpoint step, 4.6 GB per full fine-tuning run of SmolLM2) filled a 2-core box's disk in a
-    25-unit study. Only the study's own run dirs under <out>/train are touched."""
+    """A finished unit needs only its JSON and its delta, not its checkpoints (weights + optimizer state;
+    training keeps the newest two, 3.2 GB for a full fine-tuning run of SmolLM2, which across a 25-unit
+    study is more than a 2-core box's disk). Only the study's own run dirs under <out>/train are touched."""
     import shutil
 
     for name in runs:
