@@ -123,6 +123,9 @@ class DemoResult:
     loss: dict | None = None  # {"first", "last", "steps", "median_step_s"} read back from MLflow; None if unknown
     data: str = ""
     k_decision: str = ""  # how the tune step decided k (slam.steps.k_decision)
+    selection: str = ""  # the probe step's policy (bottom-k by default) and the probe's own choice beside it
+    probe_choice: str = ""
+    probe_stable: bool | None = None
 
 
 def _step(msg: str) -> None:
@@ -253,6 +256,7 @@ def summarise(outputs: dict[str, dict], params: dict[str, Any], run: dict, wall:
     steps["(orchestration: kfp.local, process start, imports)"] = round(max(0.0, pipeline_wall - sum(run["steps"].values())), 1)
     card = Path(run["run_dir"]) / "register-model" / "card"
     gate = card.read_text().split("\n\n")[1] if card.is_file() else ""
+    probe = storage.read_json(art("probe-layers", "probe")["uri"])
     delta_uri = outputs.get("train-slam", {}).get("artifacts", {}).get("delta", {}).get("uri", "")
     return DemoResult(
         base_model=params["base_model"], data=params.get("train_data") or "(synthetic world)",
@@ -262,6 +266,8 @@ def summarise(outputs: dict[str, dict], params: dict[str, Any], run: dict, wall:
         trained_layers=str(outputs["train-slam"]["parameters"].get("Output", "")),
         best_k=int(outputs["tune-layer-count"]["parameters"].get("Output", 0)),
         k_decision=k_decision(storage.read_json(art("tune-layer-count", "results")["uri"])),
+        selection=str(probe.get("selection", "")), probe_stable=probe.get("stable"),
+        probe_choice=",".join(map(str, probe.get("probe_selected_layers") or [])),
         table=compare_table(base, slam, ("base", "SLAM")), base={k: base.get(k) for k in ("average", "average_non_en", "english")},
         slam={k: slam.get(k) for k in ("average", "average_non_en", "english")},
         mlflow=mlflow_links(params["mlflow_uri"], run["run_dir"], params.get("experiment") or "slam",
@@ -304,7 +310,10 @@ def render(r: DemoResult) -> str:
             f"(median {r.loss['median_step_s']} s/step)" if r.loss else "")
     lines = [f"\nData: {r.data}", f"Per-language accuracy (%), base {r.base_model or 'model'} vs SLAM:\n\n{r.table}\n",
              *([loss] if loss else []),
-             f"Layers: probe picked {r.selected_layers}; {r.k_decision or f'k = {r.best_k}'}; trained {r.trained_layers}",
+             f"Layers: {r.selection or 'probe'} {r.selected_layers}"
+             + (f" (the probe's own choice {r.probe_choice}, {'stable' if r.probe_stable else 'not stable'})"
+                if r.probe_choice and r.probe_choice != r.selected_layers else "")
+             + f"; {r.k_decision or f'k = {r.best_k}'}; trained {r.trained_layers}",
              f"Model: slam version {r.version}, alias {r.alias or 'none'} ({r.gate})",
              "MLflow:" + (f"  {m['ui_command']}   (then open the links)" if "ui_command" in m else ""),
              *(f"  {label}: {m[k]}" for k, label in (("runs_url", "runs"), ("compare_url", "base vs SLAM"),

@@ -107,7 +107,7 @@ def build_pipeline(opts: CompileOptions | None = None):
         synth_seed: int = 0,
         probe_method: str = "msd",
         probe_top_k: int = 6,
-        probe_selection: str = "top-k",
+        probe_selection: str = "bottom-k",
         probe_questions: int = 32,
         k_grid: str = "2,4,6",
         preset: str = "",
@@ -135,7 +135,8 @@ def build_pipeline(opts: CompileOptions | None = None):
             synth_seed: Seed of the synthetic world.
             probe_method: msd, lape or cosine.
             probe_top_k: Layers the probe selects.
-            probe_selection: top-k or contiguous.
+            probe_selection: Layers to train: bottom-k (the paper's 0..k-1, the default: README, `slam study`),
+                top-k or contiguous (the probe's choice), random-k or top-layers (controls).
             probe_questions: Parallel questions per language for probing.
             k_grid: Layer counts Ray Tune tries, e.g. 2,4,6.
             preset: A config YAML (in the image or on S3) under the overrides.

@@ -185,7 +185,7 @@ def prepare_data(*, storage: str, languages: str, train_data: str = "", synth_pr
 
 @timed
 def probe_layers(*, storage: str, base_model: str, data_uri: str, languages: str, method: str = "msd",
-                 top_k: int = 6, selection: str = "top-k", max_questions: int = 32, mlflow_uri: str = "",
+                 top_k: int = 6, selection: str = "bottom-k", max_questions: int = 32, mlflow_uri: str = "",
                  experiment: str = "slam", pipeline_run_id: str = "", pipeline_run_name: str = "") -> dict:
     """Probe the base model with the parallel probe questions: probe.json, heatmap, scores, summary."""
     from slam import views

@@ -6,6 +6,7 @@ must find, selection, fingerprints and the `slam probe` CLI.
 
 import json
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import torch
 from slam.config import ProbeConfig
 from slam.errors import SlamError
 from slam.probe import run_probe, select_layers
+from slam.probe.report import render_markdown
 from slam.probe.run import model_fingerprint
 from slam.testing import tiny_model, tiny_tokenizer
 
@@ -180,9 +182,15 @@ def test_neuron_methods_find_the_planted_layer(method, layer, tok, records):
     model = planted_llama(tok, x_ids, layer=layer)
     # all-or-nothing plant in a random model whose every layer sees other tokens per language: checked on the
     # raw statistic (msd's fixed bar at 0.3); calibration is checked by the graded tests below
-    cfg = ProbeConfig(method=method, top_k=1, fallback="none", rank_by="raw", activation="fixed", fire_fraction=0.3)
+    cfg = ProbeConfig(method=method, top_k=1, selection="top-k", fallback="none", rank_by="raw", activation="fixed",
+                      fire_fraction=0.3)
     r = run_probe(model, tok, records, cfg, progress=False)
     assert r["ranking"][0] == layer and r["probe_selected_layers"] == [layer] == r["selected_layers"]
+    # the default policy trains the paper's bottom-k and reports the probe's own choice beside it
+    if method == "msd" and layer == 2:
+        d = run_probe(model, tok, records, replace(cfg, selection=ProbeConfig().selection), progress=False)
+        assert d["selection"] == "bottom-k" and d["selected_layers"] == [0] and d["probe_selected_layers"] == [layer]
+        assert f"not the probe's choice: its own top-k is `{layer}`" in render_markdown(d)
     second = sorted(r["scores"], reverse=True)[1]
     assert r["scores"][layer] > 2 * second + 1e-3, r["scores"]
     ru = r["langs"].index("ru")
@@ -342,8 +350,8 @@ def test_graded_signal_is_found_significant_and_stable(method, graded_tok):
                    "leave-one-language-out flags this clear plant as unstable; to be fixed in the probe")
 def test_graded_signal_survives_leaving_any_language_out(graded_tok):
     model = graded_model(graded_tok, layer=2)
-    r = run_probe(model, graded_tok, graded_records({"ru": 0.6, "de": 0.6}), ProbeConfig(method="msd", top_k=1),
-                  progress=False)
+    r = run_probe(model, graded_tok, graded_records({"ru": 0.6, "de": 0.6}),
+                  ProbeConfig(method="msd", top_k=1, selection="top-k"), progress=False)
     assert r["stable"] and r["selected_layers"] == [2] and r["fallback"] is None, r["warnings"]
 
 
@@ -351,7 +359,7 @@ def test_graded_signal_survives_leaving_any_language_out(graded_tok):
 def test_null_probe_says_no_stable_selection_and_falls_back_to_bottom_k(method, graded_tok):
     model = graded_model(graded_tok, layer=2, write=True)
     r = run_probe(model, graded_tok, graded_records({"ru": 0.45, "en": 0.45, "de": 0.45, "es": 0.45}),
-                  ProbeConfig(method=method, top_k=1, lape_prob_quantile=0.3), progress=False)
+                  ProbeConfig(method=method, top_k=1, selection="top-k", lape_prob_quantile=0.3), progress=False)
     assert not r["stable"] and r["warnings"]
     assert r["fallback"] == "bottom-k" and r["selected_layers"] == [0]
     assert any("bottom-k" in w for w in r["warnings"])

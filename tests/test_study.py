@@ -34,6 +34,9 @@ def test_units_cover_every_arm_with_the_layers_each_policy_picks():
     assert len(draws) == 3                                      # a new draw per repetition
     assert by["full-0"].layers is None and by["two-stage-0"].method == "two-stage"
     assert {u.lr for u in units if u.arm != "base"} == {2e-4}                 # full_lr 0: every arm at lr
+    # a stable probe: the probe arm trains its choice, English-only the pipeline's default (bottom-k)
+    stable = {u.name: u for u in plan_units(StudyConfig(k=3, seeds=1), {**REPORT, "stable": True, "fallback": None})}
+    assert stable["probe-0"].layers == [2, 3, 5] and stable["slam-en-only-0"].layers == [0, 1, 2]
 
 
 def test_full_parameter_arms_train_at_their_own_lr_and_the_rest_at_lr():
@@ -154,8 +157,8 @@ def test_seeds_that_disagree_widen_the_interval_and_one_seed_changes_nothing():
 
 @pytest.mark.parametrize("stable,ref", [(False, "bottom-k"), (True, "probe")])
 def test_english_only_control_is_compared_with_the_arm_that_trains_its_layers(stable, ref):
-    """slam-en-only trains what the pipeline would: the probe's layers, or bottom-k when the probe fell back.
-    Its comparison (is it the languages or the answer format?) is against that arm on every language."""
+    """slam-en-only trains what the pipeline does (bottom-k by default; a study from a slam that defaulted to
+    top-k trained the probe's layers when the probe was stable). Its comparison (is it the languages or the answer format?) is against that arm on every language."""
     from slam.study.report import markdown, summarize
 
     rng = np.random.default_rng(1)

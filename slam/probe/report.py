@@ -86,7 +86,10 @@ def render_markdown(report: dict) -> str:
         f"**Layers to train** ({report['selection']}, k={report['top_k']}): "
         f"`{','.join(map(str, report['selected_layers']))}`"
         + (f" — the probe is **not stable**, so this is the paper's bottom-k fallback; the probe's own choice "
-           f"was `{','.join(map(str, report.get('probe_selected_layers', [])))}`" if report.get("fallback") else ""),
+           f"was `{','.join(map(str, report.get('probe_selected_layers', [])))}`" if report.get("fallback") else "")
+        + (f" — not the probe's choice: its own top-k is `{','.join(map(str, report.get('probe_selected_layers', [])))}`"
+           f" ({'stable' if report.get('stable') else 'not stable'}; `probe.selection=top-k` trains it)"
+           if report["selection"] not in ("top-k", "contiguous") else ""),
         "",
         f"Ranking (most language-specific first, by {params.get('rank_by', 'raw')}): `{', '.join(map(str, rank))}`",
         "",

@@ -13,7 +13,7 @@ Arms, all on the same data, steps and batch, and one lr (`full_lr` for full and 
 - `two-stage`: QAlign-style full fine-tuning, translation then English CoT, `steps` per stage;
 - `bottom-k-long`: bottom-k for `long_steps` (default 2 x steps), about the training time `full` takes for
   `steps` (1.8x on SmolLM2-135M): SLAM against full fine-tuning at equal time, not only equal steps;
-- `slam-en-only`: SLAM on the layers the pipeline would train, English rows only (is it the
+- `slam-en-only`: SLAM on the layers the pipeline trains by default, English rows only (is it the
   languages or just the answer format that the training teaches?).
 """
 
@@ -124,6 +124,14 @@ class Unit:
         return f"{self.arm}-{self.rep}"
 
 
+def pipeline_layers(report: dict, k: int) -> list[int]:
+    """The k layers the pipeline trains by default (`probe.selection`'s default policy, bottom-k)."""
+    from slam.config import ProbeConfig
+    from slam.probe import select_layers
+
+    return select_layers(report, k, ProbeConfig().selection)
+
+
 def plan_units(cfg: StudyConfig, report: dict) -> list[Unit]:
     """Every (arm, repetition) of the study in a fixed order: base, then repetition 0 of every arm (cheap
     SLAM arms before full), then repetition 1, ...: a study stopped early has every arm at equal seeds,
@@ -137,8 +145,7 @@ def plan_units(cfg: StudyConfig, report: dict) -> list[Unit]:
         "probe": select_layers(report, cfg.k, cfg.probe_selection, fallback=False),
         "bottom-k": select_layers(report, cfg.k, "bottom-k"),
         "top-layers": select_layers(report, cfg.k, "top-layers"),
-        # what the pipeline trains: the probe's choice, or bottom-k when the probe reported itself unstable
-        "slam-en-only": select_layers(report, cfg.k, cfg.probe_selection),
+        "slam-en-only": pipeline_layers(report, cfg.k),
     }
     long_steps = effective_long_steps(cfg.long_steps, cfg.steps)
     full_lr = effective_full_lr(cfg.full_lr, cfg.lr)

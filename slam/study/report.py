@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from slam import storage
-from slam.study.plan import ARMS, StudyConfig
+from slam.study.plan import ARMS, StudyConfig, pipeline_layers
 from slam.study.stats import boot_means, bootstrap_indices, ci_half_width, seed_draws
 
 # Which layers: the probe's choice and the paper's bottom-k, each against the controls. SLAM or full-parameter
@@ -27,8 +27,8 @@ COMPARISONS = [("probe", "random-k"), ("probe", "top-layers"), ("probe", "bottom
 
 
 def _same_layers(results: list[dict]) -> str | None:
-    """The arm that trains slam-en-only's layers on all languages: probe when the probe is trusted, bottom-k
-    when it fell back (slam-en-only takes the layers the pipeline would train)."""
+    """The arm that trains slam-en-only's layers on all languages: bottom-k (the pipeline's default), or probe
+    in a study whose slam-en-only trained the probe's choice (an older slam, which trained a stable probe's)."""
     layers = next((r["layers"] for r in results if r["arm"] == "slam-en-only"), None)
     return next((a for a in ("probe", "bottom-k") if any(r["arm"] == a and r["layers"] == layers for r in results)),
                 None)
@@ -43,7 +43,7 @@ def summarize(cfg: StudyConfig, report: dict, results: list[dict]) -> dict[str, 
     arms = [a for a in ARMS if any(r["arm"] == a for r in results)]
     out: dict[str, Any] = {"arms": {}, "tasks": {}, "comparisons": {}, "n_boot": cfg.n_boot,
                            "probe": {"layers": report["probe_selected_layers"], "stable": report["stable"],
-                                     "trained_by_pipeline": report["selected_layers"],
+                                     "trained_by_pipeline": pipeline_layers(report, cfg.k),
                                      "warnings": report.get("warnings", [])}}
     for arm in arms:
         rs = [r for r in results if r["arm"] == arm]
@@ -133,7 +133,7 @@ def markdown(summary: dict) -> str:
         lines.append("")
     p = summary["probe"]
     draws = summary["arms"].get("random-k", {}).get("layers")
-    lines.append(f"Probe selection: {p['layers']} (stable: {p['stable']}; the pipeline would train "
+    lines.append(f"Probe selection: {p['layers']} (stable: {p['stable']}; the pipeline trains "
                  f"{p['trained_by_pipeline']})." + (f" random-k layers per rep: {draws}" if draws else ""))
     return "\n".join(lines) + "\n"
 
