@@ -191,6 +191,22 @@ def _put_lock(uri: str, publish_id: str, *, if_match: str = "", if_none_match: b
     return storage.s3_client().put_object(Bucket=bucket, Key=key, Body=body.encode(), **kw)["ETag"]
 
 
+def _dead_here(owner: str) -> bool:
+    """The lease holder ran on this host and its process is gone: a retried attempt of a killed writer (a Ray
+    worker restarted on the same node) need not wait out the lease. A wrong guess is safe: the holder's next
+    renewal fails its ETag check and it commits nothing."""
+    parts = owner.split()
+    if len(parts) != 4 or parts[0] != "pid" or parts[2] != "on" or parts[3] != socket.gethostname():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError):
+        return False
+    return False
+
+
 def _acquire(uri: str, publish_id: str) -> str | None:
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -215,11 +231,11 @@ def _acquire(uri: str, publish_id: str) -> str | None:
             expires, owner = float(info["expires"]), str(info.get("owner", "?"))
         except (ValueError, KeyError, TypeError):
             expires, owner = 0.0, "?"
-        if expires > time.time():
+        if expires > time.time() and not _dead_here(owner):
             raise SlamError(f"{uri} is being published by another writer ({owner}, lease for {expires - time.time():.0f} "
                             f"s more): two writers raced for one output; wait for it, or delete "
                             f"{storage.join(uri, LOCK)} if that writer is gone")
-        with contextlib.suppress(Exception):  # a dead writer's lease: take it over
+        with contextlib.suppress(Exception):  # a dead writer's lease (expired, or its process gone): take it over
             bucket, key = _key(uri, LOCK)
             storage.s3_client().delete_object(Bucket=bucket, Key=key, IfMatch=held[1])
     raise SlamError(f"{uri}: could not take the publish lease (writers keep racing for it)")

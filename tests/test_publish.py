@@ -228,6 +228,18 @@ def test_s3_two_writers_racing_get_a_clear_error(s3_bucket, tmp_path):
     assert not storage.is_published(uri)
 
 
+def test_s3_a_lease_left_by_a_dead_process_on_this_host_is_taken_over(s3_bucket, tmp_path):
+    """A Ray worker killed mid-publish and retried on the same node: its lease is not waited out (the live
+    writer of the test above still is)."""
+    uri = f"{s3_bucket}/out-dead"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    bucket, key = publish_s3._key(uri, publish_s3.LOCK)
+    storage.s3_client().put_object(Bucket=bucket, Key=key, Body=json.dumps(
+        {"owner": f"pid {int(gone.stdout)} on {socket.gethostname()}", "id": "x", "expires": time.time() + 100}).encode())
+    storage.publish_dir(make_version(tmp_path, "v1"), uri)
+    assert storage.is_published(uri)
+
+
 @pytest.fixture()
 def restartable_s3(monkeypatch):
     """Our own moto server on a fixed port that a test can stop and start again; one attempt per S3 call."""
