@@ -193,8 +193,10 @@ def _put_lock(uri: str, publish_id: str, *, if_match: str = "", if_none_match: b
 
 def _dead_here(owner: str) -> bool:
     """The lease holder ran on this host and its process is gone: a retried attempt of a killed writer (a Ray
-    worker restarted on the same node) need not wait out the lease. A wrong guess is safe: the holder's next
-    renewal fails its ETag check and it commits nothing."""
+    worker restarted on the same node) need not wait out the lease. A wrong guess (a live holder in another pid
+    namespace under the same hostname, e.g. host-networked containers) is the case of a holder stalled past its
+    lease: its next renewal fails its ETag check and it stops before committing, unless it commits in the
+    renewal gap (LEASE_S/4) — the existing lease's limit, not a new one."""
     parts = owner.split()
     if len(parts) != 4 or parts[0] != "pid" or parts[2] != "on" or parts[3] != socket.gethostname():
         return False
